@@ -1,0 +1,121 @@
+"""Model registry: ids -> (family, default config, builder), with outside families via entry points.
+
+Family modules register their ids when imported. They are imported lazily, on the first
+call that needs the registry, so `nfebench --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from importlib import import_module
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+import torch
+
+from harness.errors import InputError
+from harness.sampler import ModelInfo, Sampler
+
+ENTRY_POINT_GROUP = "nfebench.adapters"
+
+# Built-in families: module imported on demand, each registers its ids.
+_BUILTIN_MODULES = ("adapters.tarflow", "adapters.biflow", "adapters.flowmatch")
+
+Builder = Callable[..., Sampler]  # builder(name, config, *, checkpoint, device, dtype) -> Sampler
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model id: a frozen config dataclass of defaults and the builder using it."""
+
+    name: str
+    family: str
+    config: Any  # a frozen dataclass instance; load_sampler overrides its fields
+    build: Builder
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_loaded = False
+
+
+def register(name: str, *, family: str, config: Any, build: Builder, description: str = "") -> None:
+    """Add a model id. Duplicate ids are refused so two families cannot shadow each other."""
+    if name in _REGISTRY:
+        raise ValueError(f"model id {name!r} is already registered by family {_REGISTRY[name].family!r}")
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"{name}: config must be a dataclass instance, got {type(config).__name__}")
+    _REGISTRY[name] = ModelSpec(name, family, config, build, description)
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in _BUILTIN_MODULES:
+        import_module(module)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()  # importing the module registers its ids
+
+
+def get_spec(model_id: str) -> ModelSpec:
+    """The spec of `model_id`; an unknown id fails with the known ids and the nearest match."""
+    _ensure_loaded()
+    if model_id in _REGISTRY:
+        return _REGISTRY[model_id]
+    near = difflib.get_close_matches(model_id, list(_REGISTRY), n=1)
+    hint = f" Did you mean {near[0]!r}?" if near else ""
+    raise InputError(f"unknown model id {model_id!r}.{hint} Known ids: {', '.join(sorted(_REGISTRY))}")
+
+
+def list_models() -> list[str]:
+    """All registered model ids, sorted."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def resolve_config(model_id: str, **config_overrides: Any) -> Any:
+    """The id's default config with `config_overrides` applied; unknown keys are named."""
+    spec = get_spec(model_id)
+    fields = {f.name for f in dataclasses.fields(spec.config)}
+    unknown = sorted(set(config_overrides) - fields)
+    if unknown:
+        raise InputError(
+            f"{model_id}: unknown config option(s) {', '.join(unknown)}; "
+            f"valid options: {', '.join(sorted(fields))}"
+        )
+    return dataclasses.replace(spec.config, **config_overrides)
+
+
+def load_sampler(model_id: str, checkpoint: str | None = None, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32, **config_overrides: Any) -> Sampler:
+    """Build the sampler registered as `model_id`.
+
+    Args:
+        model_id: a registered id (see `list_models()`), e.g. ``"biflow-b2"``.
+        checkpoint: path to a state_dict file; None builds random weights
+            (``info.weights == "random-init"``).
+        device: torch device for the generator (and decoder). ``"meta"`` builds without
+            memory, for counting parameters.
+        dtype: parameter and compute dtype.
+        **config_overrides: fields of the id's config dataclass to change, e.g.
+            ``num_blocks=2`` for a small TARFlow.
+
+    Example::
+
+        >>> s = load_sampler("tarflow", img_size=32, in_channels=3, patch_size=4, channels=64,
+        ...                  num_blocks=2, layers_per_block=2, num_classes=10)
+        >>> s.info.sample_shape
+        (3, 32, 32)
+    """
+    spec = get_spec(model_id)
+    config = resolve_config(model_id, **config_overrides)
+    return spec.build(model_id, config, checkpoint=checkpoint, device=torch.device(device), dtype=dtype)
+
+
+def model_info(model_id: str, **config_overrides: Any) -> ModelInfo:
+    """ModelInfo of an id with random weights, built on the meta device (no memory, no time)."""
+    return load_sampler(model_id, device="meta", **config_overrides).info

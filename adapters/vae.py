@@ -1,0 +1,99 @@
+"""SD-VAE decode through diffusers' `AutoencoderKL` (sd-vae-ft-ema configuration).
+
+Real weights come from a local folder or the Hugging Face cache, never the network. With
+neither, the decoder is built with random weights and says so in `weights`: its timings
+are real (compute does not depend on weight values), its images are not.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from harness.errors import InputError
+from harness.sampler import RANDOM_INIT
+
+SD_VAE_REPO = "stabilityai/sd-vae-ft-ema"
+SCALING_FACTOR = 0.18215
+# stabilityai/sd-vae-ft-ema config.json; decoder + post_quant_conv = 49,490,199 parameters.
+SD_VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=256,
+    scaling_factor=SCALING_FACTOR,
+)
+DECODER_GFLOPS_256 = 310.0  # per 256x256 image, as published (../shared/reference/published-results.md)
+
+
+def resolve_vae_source(source: str | None) -> str | None:
+    """Where real VAE weights are, or None for random weights.
+
+    `source` (or ``$NFEBENCH_VAE``) may be a local folder holding ``config.json`` and the
+    weights, or a hub repo id looked up only in the local Hugging Face cache. The literal
+    ``"random"`` asks for random weights. Unset: the sd-vae-ft-ema cache entry if present.
+    """
+    source = source or os.environ.get("NFEBENCH_VAE")
+    if source == "random":
+        return None
+    if source and Path(source).is_dir():
+        if not (Path(source) / "config.json").is_file():
+            raise InputError(f"VAE folder {source} has no config.json (expected a diffusers AutoencoderKL folder)")
+        return source
+    repo = source or SD_VAE_REPO
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(repo, local_files_only=True)
+    except Exception:
+        if source:  # asked for by name and not there: say so rather than fall back
+            raise InputError(
+                f"VAE {source!r} is neither a local folder nor in the Hugging Face cache; "
+                f"download it where you have network, or pass NFEBENCH_VAE=random for random weights"
+            ) from None
+        return None
+
+
+def _weights_fingerprint(folder: Path) -> str:
+    from adapters.checkpoint import file_sha256
+
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        if (folder / name).is_file():
+            return file_sha256(folder / name)
+    raise InputError(f"VAE folder {folder} has no diffusion_pytorch_model.safetensors or .bin")
+
+
+class SDVAEDecoder:
+    """Latents (N, 4, 32, 32) scaled by 0.18215 -> images (N, 3, 256, 256) in [-1, 1]."""
+
+    def __init__(self, source: str | None = None, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        from diffusers import AutoencoderKL
+
+        path = resolve_vae_source(source)
+        if path is None:
+            with torch.device(device):
+                vae = AutoencoderKL(**SD_VAE_CONFIG)
+            self.weights = RANDOM_INIT
+        else:
+            vae = AutoencoderKL.from_pretrained(path, local_files_only=True).to(device)
+            self.weights = _weights_fingerprint(Path(path))
+        vae.encoder = None  # decode only: the encoder is 34M parameters we never run
+        self.vae = vae.to(dtype=dtype).eval().requires_grad_(False)
+        self.scaling_factor = float(vae.config.scaling_factor)
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for m in (self.vae.decoder, self.vae.post_quant_conv) for p in m.parameters())
+
+    @torch.no_grad()
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        z = latents.to(dtype=next(self.vae.parameters()).dtype) / self.scaling_factor  # (N, 4, h, w)
+        return self.vae.decode(z).sample.clamp(-1, 1)  # (N, 3, 8h, 8w)

@@ -1,0 +1,32 @@
+"""`nfebench list`: every model id with its ModelInfo (random weights, built on the meta device)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from adapters import get_spec, list_models, model_info
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print a JSON list of ModelInfo objects")
+    p.add_argument("--family", help="only ids of this family")
+
+
+def run(args: argparse.Namespace) -> int:
+    ids = [m for m in list_models() if args.family is None or get_spec(m).family == args.family]
+    infos = [model_info(m) for m in ids]
+    if args.json:
+        print(json.dumps([i.to_dict() for i in infos], indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="nfebench models")
+    for col in ("id", "family", "params", "nfe", "seq. steps", "space", "sample shape", "image", "classes", "GFLOPs"):
+        table.add_column(col, justify="right" if col not in ("id", "family", "space") else "left")
+    for i in infos:
+        table.add_row(i.name, i.family, f"{i.params / 1e6:.1f}M", str(i.nfe), str(i.sequential_steps), i.space,
+                      "x".join(map(str, i.sample_shape)), str(i.image_size), str(i.num_classes), f"{i.gflops:.1f}")
+    Console().print(table)
+    return 0

@@ -1,0 +1,177 @@
+"""The results schema: tidy rows (one measurement per row), provenance, atomic run files.
+
+A run file is a CSV under ``results/runs/``; every row carries the provenance of the
+process that measured it, so rows can be pooled across files without losing where they
+came from. Files are rewritten whole through a temporary file and a rename after every
+added row, so an interrupted run leaves every finished row and never a half-written file.
+
+Schema history (``schema_version`` column):
+  1: first version.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import secrets
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from harness import __version__
+from harness.errors import InputError
+
+SCHEMA_VERSION = 1
+
+# Metric names: use these constants, never retype the strings.
+MS_PER_BATCH = "ms_per_batch"
+MS_PER_IMAGE = "ms_per_image"
+IMAGES_PER_S = "images_per_s"
+PEAK_MEM_MB = "peak_mem_mb"
+MFU = "mfu"
+FID = "fid"
+IS = "is"
+SFID = "sfid"
+PRECISION = "precision"
+RECALL = "recall"
+# Each bench run times one fixed workload on its machine, so timings compare as ratios to it.
+CALIBRATION_MS = "calibration_ms"
+TIMING_METRICS = (MS_PER_BATCH, MS_PER_IMAGE, IMAGES_PER_S, PEAK_MEM_MB, MFU)
+QUALITY_METRICS = (FID, IS, SFID, PRECISION, RECALL)
+
+# Row status: "ok" rows have a value; "oom" and "error" rows record a point that failed.
+OK, OOM, ERROR = "ok", "oom", "error"
+
+PROVENANCE_COLUMNS = ("schema_version", "run_id", "created", "git_sha", "nfebench_version", "versions")
+SETTING_COLUMNS = (
+    "model", "family", "params", "nfe", "backend", "device", "device_name", "dtype", "compiled",
+    "batch_size", "decode", "guidance", "seed", "weights",
+)
+MEASUREMENT_COLUMNS = ("metric", "value", "spread", "n", "status", "source", "citation", "notes", "config")
+COLUMNS = PROVENANCE_COLUMNS + SETTING_COLUMNS + MEASUREMENT_COLUMNS
+
+_VERSIONED_PACKAGES = ("torch", "numpy", "diffusers", "jax", "torch-fidelity", "clean-fid", "pyperf")
+
+
+def git_sha(repo: Path | None = None) -> str:
+    """HEAD of the checkout nfebench runs from, with ``-dirty`` if it has local changes;
+    ``unknown`` outside a git checkout (an installed wheel)."""
+    repo = repo or Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def package_versions() -> str:
+    """``python=3.11.7;torch=2.14.1;...`` for the packages that change numbers or timings."""
+    parts = [f"python={platform.python_version()}"]
+    for name in _VERSIONED_PACKAGES:
+        try:
+            parts.append(f"{name}={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ";".join(parts)
+
+
+def new_provenance() -> dict[str, Any]:
+    """Provenance columns for a new run: id, UTC time, git hash, versions."""
+    now = datetime.now(timezone.utc)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3),
+        "created": now.isoformat(timespec="seconds"),
+        "git_sha": git_sha(),
+        "nfebench_version": __version__,
+        "versions": package_versions(),
+    }
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename,
+    so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if isinstance(data, bytes) else {"newline": "", "encoding": "utf-8"})) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def rows_to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: _cell(row.get(k)) for k in COLUMNS})
+    return buf.getvalue()
+
+
+class RunFile:
+    """Rows of one run, saved atomically after every `add`.
+
+    Example::
+
+        run = RunFile("results/runs/cpu-demo.csv")
+        run.add(model="rf-b2", metric=MS_PER_IMAGE, value=12.5, n=10, ...)
+    """
+
+    def __init__(self, path: str | Path, provenance: Mapping[str, Any] | None = None):
+        self.path = Path(path)
+        self.provenance = dict(provenance or new_provenance())
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, **row: Any) -> dict[str, Any]:
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"not result columns: {sorted(unknown)}")
+        full = {"status": OK, "source": "measured", **self.provenance, **row}
+        self.rows.append(full)
+        atomic_write(self.path, rows_to_csv(self.rows))
+        return full
+
+
+def read_run(path: str | Path):
+    """A run file as a pandas DataFrame; a file that is not one fails with InputError."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"run file {path} does not exist")
+    try:
+        df = pd.read_csv(path, keep_default_na=False, na_values={"value": [""], "spread": [""]})
+    except Exception as exc:
+        raise InputError(f"run file {path} is not a readable CSV: {exc}") from exc
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"run file {path} lacks the result columns {', '.join(missing)}")
+    if df.empty:
+        raise InputError(f"run file {path} holds no rows")
+    return df
