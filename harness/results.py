@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import platform
 import secrets
@@ -109,6 +110,7 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -121,7 +123,7 @@ def _cell(value: Any) -> Any:
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)
     if isinstance(value, float):
-        return repr(value)
+        return "" if math.isnan(value) else repr(value)
     return value
 
 

@@ -6,6 +6,7 @@ and metrics; an adapter owns only its network and its sampling loop.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -95,6 +96,13 @@ def check_generate_inputs(info: ModelInfo, noise: torch.Tensor,
             f"{info.name}: labels must lie in [0, {info.num_classes}), "
             f"got values from {int(labels.min())} to {int(labels.max())}"
         )
+
+
+def check_guidance(name: str, guidance: object) -> float:
+    """A guidance scale as a float; anything but a finite real number is an InputError."""
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+        raise InputError(f"{name}: guidance must be a finite number, got {guidance!r}")
+    return float(guidance)
 
 
 class NonFiniteSampleError(RuntimeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from adapters import get_spec, list_models, model_info
 
@@ -28,5 +29,6 @@ def run(args: argparse.Namespace) -> int:
     for i in infos:
         table.add_row(i.name, i.family, f"{i.params / 1e6:.1f}M", str(i.nfe), str(i.sequential_steps), i.space,
                       "x".join(map(str, i.sample_shape)), str(i.image_size), str(i.num_classes), f"{i.gflops:.1f}")
-    Console().print(table)
+    # Piped output has no terminal width; do not squeeze ids into ellipses.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     return 0

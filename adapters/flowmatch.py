@@ -1,0 +1,318 @@
+"""Rectified Flow and MeanFlow on a DiT backbone (SD-VAE latent 4x32x32, patch 2).
+
+The backbone follows facebookresearch/DiT (adaLN-Zero blocks, fixed 2-D sin-cos
+positions, sinusoidal timestep MLP, class table with a null row for guidance) and uses its
+parameter names and output token layout, so a DiT/SiT-layout state_dict with
+``learn_sigma=False`` loads unchanged. Variants: ``rf-b2`` / ``rf-xl2`` (velocity network,
+k-step Euler, 1 step by default) and ``meanflow-b2`` / ``meanflow-xl2`` (average-velocity
+network conditioned on two times, arXiv 2505.13447).
+
+Time convention for both: x_t = (1 - t) * x0 + t * noise, so t = 1 is noise and t = 0 is
+data; the instantaneous velocity is v = noise - x0 and samplers integrate from t = 1 to 0.
+
+Random weights: adaLN-Zero zero-initialises every modulation and the output layer, so an
+untrained network predicts exactly zero velocity and both samplers return their input
+noise unchanged. The samples then differ per seed (nothing degenerate for FID's
+covariance), and timings are unaffected, but they are not images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from adapters.base import TorchSampler, count_params
+from adapters.checkpoint import load_checkpoint
+from adapters.layers import LabelEmbedder, TimestepEmbedder, TransformerBlock, init_linear_xavier, modulate, zero_adaln
+from adapters.registry import register
+from harness.errors import InputError
+from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance
+
+
+def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:
+    """DiT's fixed positions (T, dim): first half of channels encodes each token's column,
+    second half its row, each as [sin | cos] at frequencies 10000^(-i / (dim/4))."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # (dim/4,)
+    pos = torch.arange(grid, dtype=torch.float64)
+    cols, rows = pos.repeat(grid), pos.repeat_interleave(grid)  # (T,) row-major tokens
+
+    def one_axis(p: torch.Tensor) -> torch.Tensor:
+        out = p[:, None] * omega[None]  # (T, dim/4)
+        return torch.cat([out.sin(), out.cos()], dim=1)  # (T, dim/2)
+
+    return torch.cat([one_axis(cols), one_axis(rows)], dim=1).float()  # (T, dim)
+
+
+class PatchEmbed(nn.Module):
+    """(N, C, H, W) -> (N, T, D) by a stride-p convolution (DiT's `x_embedder.proj`)."""
+
+    def __init__(self, patch_size: int, in_channels: int, hidden_size: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (N, T, D)
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated LayerNorm and a linear map to p*p*C values per token."""
+
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)  # (N, D) each
+        return self.linear(modulate(self.norm_final(x), shift, scale))  # (N, T, p*p*C)
+
+
+class DiT(nn.Module):
+    """DiT with adaLN-Zero, predicting a C-channel field (no learned sigma).
+
+    Args:
+        input_size: latent side (32). patch_size: 2. in_channels: 4.
+        hidden_size, depth, num_heads, mlp_ratio: transformer size (DiT-B: 768, 12, 12, 4).
+        num_classes: class count; the label table has one more row, the null class.
+        two_times: add a second timestep embedder `h_embedder` for MeanFlow's interval
+            h = t - r, summed into the conditioning with t's and the class embedding.
+        time_scale: times in [0, 1] are multiplied by this before the sinusoid (1000 puts
+            them on DiT's timestep range; a SiT-style checkpoint trained on raw t uses 1).
+
+    Example::
+
+        >>> net = DiT(input_size=8, hidden_size=32, depth=2, num_heads=2, num_classes=10)
+        >>> net(torch.randn(3, 4, 8, 8), torch.rand(3), torch.tensor([0, 1, 2])).shape
+        torch.Size([3, 4, 8, 8])
+    """
+
+    def __init__(self, *, input_size: int = 32, patch_size: int = 2, in_channels: int = 4,
+                 hidden_size: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
+                 num_classes: int = 1000, two_times: bool = False, time_scale: float = 1000.0):
+        super().__init__()
+        self.in_channels = in_channels
+        self.patch_size = patch_size
+        self.grid = input_size // patch_size
+        self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
+        self.t_embedder = TimestepEmbedder(hidden_size, scale=time_scale)
+        self.h_embedder = TimestepEmbedder(hidden_size, scale=time_scale) if two_times else None
+        self.y_embedder = LabelEmbedder(num_classes, hidden_size)
+        # Fixed, as in DiT: a Parameter with requires_grad=False so DiT state_dicts carry it.
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid ** 2, hidden_size), requires_grad=False)
+        mlp_hidden = int(hidden_size * mlp_ratio)
+        self.blocks = nn.ModuleList(TransformerBlock(hidden_size, num_heads, mlp_hidden, adaln=True)
+                                    for _ in range(depth))
+        self.final_layer = FinalLayer(hidden_size, patch_size, in_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """DiT's init: xavier linears, N(0, 0.02) label and time-MLP weights, zero adaLN and output."""
+        init_linear_xavier(self)
+        self.pos_embed.data.copy_(sincos_pos_embed_2d(self.pos_embed.shape[-1], self.grid).unsqueeze(0))
+        w = self.x_embedder.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a linear on the flattened patch
+        nn.init.zeros_(self.x_embedder.proj.bias)
+        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        for emb in (self.t_embedder, self.h_embedder):
+            if emb is not None:
+                nn.init.normal_(emb.mlp[0].weight, std=0.02)
+                nn.init.normal_(emb.mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            zero_adaln(block)
+        for p in (*self.final_layer.adaLN_modulation[-1].parameters(), *self.final_layer.linear.parameters()):
+            nn.init.zeros_(p)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, p*p*C) in DiT's (row, col, p, q, c) token layout -> (N, C, H, W)."""
+        n, p, c, g = x.shape[0], self.patch_size, self.in_channels, self.grid
+        x = x.reshape(n, g, g, p, p, c)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(n, c, g * p, g * p)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
+                h: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, C, H, W), t (N,) in [0, 1], y (N,) labels or None (null class), h (N,) the
+        MeanFlow interval t - r (required iff built with two_times) -> (N, C, H, W)."""
+        x = self.x_embedder(x) + self.pos_embed.to(x.dtype)  # (N, T, D)
+        c = self.t_embedder(t) + self.y_embedder(y, x.shape[0])  # (N, D)
+        if self.h_embedder is not None:
+            c = c + self.h_embedder(h)
+        for block in self.blocks:
+            x = block(x, c)  # (N, T, D)
+        return self.unpatchify(self.final_layer(x, c))  # (N, C, H, W)
+
+    def flops(self) -> int:
+        """Matmul FLOPs of one forward per sample, multiply-add = 2 (what `FlopCounterMode` counts)."""
+        tokens, d = self.grid ** 2, self.pos_embed.shape[-1]
+        patch = self.patch_size ** 2 * self.in_channels
+        total = 2 * tokens * patch * d  # patch embedding
+        total += sum(e.flops() for e in (self.t_embedder, self.h_embedder) if e is not None)
+        total += sum(b.flops(tokens) for b in self.blocks)
+        total += 2 * d * 2 * d + 2 * tokens * d * patch  # final adaLN and linear
+        return total
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class FlowMatchConfig:
+    """Defaults of one flow-matching id; every field can be overridden in `load_sampler`."""
+
+    hidden_size: int = field(default=768, metadata=_help("transformer width"))
+    depth: int = field(default=12, metadata=_help("transformer blocks"))
+    num_heads: int = field(default=12, metadata=_help("attention heads"))
+    mlp_ratio: float = field(default=4.0, metadata=_help("MLP hidden width / width"))
+    patch_size: int = field(default=2, metadata=_help("latent patch side"))
+    input_size: int = field(default=32, metadata=_help("latent side"))
+    in_channels: int = field(default=4, metadata=_help("latent channels"))
+    num_classes: int = field(default=1000, metadata=_help("class count (the null class is extra)"))
+    steps: int = field(default=1, metadata=_help("default sampling steps"))
+    guidance: float = field(default=0.0, metadata=_help(
+        "RF: default guidance g (0 = none); MeanFlow: the scale trained into the checkpoint"))
+    time_scale: float = field(default=1000.0, metadata=_help("multiplier on t before the sinusoidal embedding"))
+    vae: str | None = field(default=None, metadata=_help("SD-VAE folder or hub id (see adapters.vae)"))
+
+
+def _check_steps(name: str, steps: object) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InputError(f"{name}: steps must be a positive integer, got {steps!r}")
+    return steps
+
+
+class _FlowSampler(TorchSampler):
+    """Shared state: the config, and the time grid 1 = t_0 > t_1 > ... > t_k = 0."""
+
+    def __init__(self, info: ModelInfo, net: DiT, config: FlowMatchConfig, *, device: torch.device,
+                 dtype: torch.dtype):
+        super().__init__(info, net, device=device, dtype=dtype, vae=config.vae)
+        self.config = config
+
+    def _times(self, steps: int | None) -> list[float]:
+        steps = _check_steps(self.info.name, self.config.steps if steps is None else steps)
+        return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).tolist()
+
+    def _time(self, value: float, n: int) -> torch.Tensor:
+        return torch.full((n,), value, device=self.device, dtype=torch.float32)  # (N,)
+
+
+class RectifiedFlowSampler(_FlowSampler):
+    """k-step Euler on the velocity field, with classifier-free guidance.
+
+    Guidance g (the harness convention: 0 means none) combines the conditional and
+    unconditional (null-class) velocities as
+
+        v = v_c + g * (v_c - v_u)        (DiT's cfg_scale w is 1 + g)
+
+    The two are computed in one doubled batch, so each step costs 2 network evaluations
+    per image when g != 0 and 1 when g == 0. Labels None samples unconditionally (null
+    class), where guidance has no meaning and a non-zero g is refused.
+    """
+
+    def velocity(self, x: torch.Tensor, t: float, labels: torch.Tensor | None, guidance: float) -> torch.Tensor:
+        """The (guided) velocity at x (N, C, H, W) and time t."""
+        n = x.shape[0]
+        if guidance == 0.0 or labels is None:
+            return self.net(x, self._time(t, n), labels)
+        null = torch.full_like(labels, self.net.y_embedder.num_classes)
+        v = self.net(torch.cat([x, x]), self._time(t, 2 * n), torch.cat([labels, null]))  # (2N, C, H, W)
+        v_c, v_u = v.chunk(2)
+        return v_c + guidance * (v_c - v_u)
+
+    def _generate(self, noise: torch.Tensor, labels: torch.Tensor | None, guidance: float | None, *,
+                  steps: int | None = None) -> torch.Tensor:
+        """Euler from t = 1 to 0: x <- x + (t_next - t) * v(x, t), `steps` (default config.steps) times."""
+        g = check_guidance(self.info.name, self.config.guidance if guidance is None else guidance)
+        if labels is None and g != 0.0:
+            raise InputError(f"{self.info.name}: guidance {g} needs class labels; pass labels or guidance=0")
+        times = self._times(steps)
+        x = noise
+        for t, t_next in zip(times[:-1], times[1:]):
+            x = x + (t_next - t) * self.velocity(x, t, labels, g)
+        return x
+
+
+class MeanFlowSampler(_FlowSampler):
+    """MeanFlow: u(x_t, r, t) is the average velocity over [r, t], so x_r = x_t - (t - r) * u.
+
+    One step (the default) is x0 = x1 - u(x1, r=0, t=1); `steps=k` applies the same update
+    on k equal intervals. The network is conditioned on (t, t - r), MeanFlow's preferred
+    pair. Guidance is trained into the weights at one scale (config `guidance`, in the
+    harness convention where 0 means none: MeanFlow's training scale omega is g = omega - 1),
+    so a sample always costs one evaluation per step. `generate(guidance=g)` accepts only
+    that trained scale and refuses any other: it cannot be changed at sampling time, and a
+    result row labelled with another scale would be false.
+    """
+
+    def average_velocity(self, x: torch.Tensor, r: float, t: float, labels: torch.Tensor | None) -> torch.Tensor:
+        n = x.shape[0]
+        return self.net(x, self._time(t, n), labels, self._time(t - r, n))
+
+    def _generate(self, noise: torch.Tensor, labels: torch.Tensor | None, guidance: float | None, *,
+                  steps: int | None = None) -> torch.Tensor:
+        if guidance is not None and check_guidance(self.info.name, guidance) != self.config.guidance:
+            raise InputError(
+                f"{self.info.name}: MeanFlow's guidance is trained into the weights (scale "
+                f"{self.config.guidance}); it cannot be changed at sampling time. Pass guidance=None, or set the "
+                f"config option guidance= to the scale the checkpoint was trained with"
+            )
+        times = self._times(steps)
+        x = noise
+        for t, r in zip(times[:-1], times[1:]):
+            x = x - (t - r) * self.average_velocity(x, r, t, labels)
+        return x
+
+
+def _build(name: str, config: FlowMatchConfig, *, checkpoint: str | None, device: torch.device,
+           dtype: torch.dtype, family: str) -> _FlowSampler:
+    _check_steps(name, config.steps)
+    guidance = check_guidance(name, config.guidance)
+    if config.input_size % config.patch_size:
+        raise InputError(f"{name}: input_size {config.input_size} is not a multiple of patch_size {config.patch_size}")
+    if config.hidden_size % config.num_heads:
+        raise InputError(f"{name}: hidden_size {config.hidden_size} is not divisible by num_heads {config.num_heads}")
+    meanflow = family == "meanflow"
+    with torch.device(device):
+        net = DiT(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
+                  hidden_size=config.hidden_size, depth=config.depth, num_heads=config.num_heads,
+                  mlp_ratio=config.mlp_ratio, num_classes=config.num_classes, two_times=meanflow,
+                  time_scale=config.time_scale)
+    net = net.to(dtype)
+    weights = load_checkpoint(net, checkpoint) if checkpoint else RANDOM_INIT
+    # NFE at the defaults: RF doubles each step when guided; MeanFlow's guidance is trained in.
+    nfe = config.steps * (1 if meanflow or guidance == 0.0 else 2)
+    info = ModelInfo(
+        name=name, family=family, params=count_params(net), nfe=nfe, sequential_steps=config.steps,
+        space="latent", sample_shape=(config.in_channels, config.input_size, config.input_size),
+        image_size=8 * config.input_size, num_classes=config.num_classes, gflops=net.flops() / 1e9,
+        weights=weights,
+    )
+    cls = MeanFlowSampler if meanflow else RectifiedFlowSampler
+    return cls(info, net, config, device=device, dtype=dtype)
+
+
+def build_rectified_flow(name, config, *, checkpoint=None, device="cpu", dtype=torch.float32):
+    """Registry builder for the Rectified Flow ids (see `adapters.load_sampler`)."""
+    return _build(name, config, checkpoint=checkpoint, device=torch.device(device), dtype=dtype,
+                  family="rectified-flow")
+
+
+def build_meanflow(name, config, *, checkpoint=None, device="cpu", dtype=torch.float32):
+    """Registry builder for the MeanFlow ids (see `adapters.load_sampler`)."""
+    return _build(name, config, checkpoint=checkpoint, device=torch.device(device), dtype=dtype, family="meanflow")
+
+
+B2 = FlowMatchConfig()  # DiT-B/2: depth 12, width 768, 12 heads
+XL2 = FlowMatchConfig(hidden_size=1152, depth=28, num_heads=16)  # DiT-XL/2
+
+register("rf-b2", family="rectified-flow", config=B2, build=build_rectified_flow,
+         description="Rectified Flow velocity net, DiT-B/2 (~130M), k-step Euler, 1 step by default")
+register("rf-xl2", family="rectified-flow", config=XL2, build=build_rectified_flow,
+         description="Rectified Flow velocity net, DiT-XL/2 (~675M), k-step Euler, 1 step by default")
+register("meanflow-b2", family="meanflow", config=B2, build=build_meanflow,
+         description="MeanFlow-B/2 (~131M), one step x0 = x1 - u(x1, 0, 1), arXiv 2505.13447")
+register("meanflow-xl2", family="meanflow", config=XL2, build=build_meanflow,
+         description="MeanFlow-XL/2 (~676M), one step x0 = x1 - u(x1, 0, 1), arXiv 2505.13447")

@@ -1,0 +1,272 @@
+"""Rectified Flow and MeanFlow samplers on the DiT backbone (adapters/flowmatch.py)."""
+
+import doctest
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from adapters import flowmatch, load_sampler, model_info
+from adapters.flowmatch import DiT, sincos_pos_embed_2d
+from harness.errors import InputError
+
+TINY = dict(hidden_size=32, depth=2, num_heads=2, input_size=8, num_classes=10)
+LABELS = torch.tensor([0, 3, 9])
+
+
+def _noise(n=3, seed=0):
+    return torch.randn(n, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def _perturb(net: nn.Module, seed: int = 1) -> None:
+    """Random non-zero weights everywhere: DiT's zero-init would make most checks trivial."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def _tiny(model="rf-b2", **overrides):
+    s = load_sampler(model, **{**TINY, **overrides})
+    _perturb(s.net)
+    return s
+
+
+class VelocityField(nn.Module):
+    """Stands in for the network: v = fn(x, t), recording the times it was called at."""
+
+    def __init__(self, fn, num_classes=10):
+        super().__init__()
+        self.fn, self.times = fn, []
+        self.y_embedder = nn.Module()
+        self.y_embedder.num_classes = num_classes
+
+    def forward(self, x, t, y, h=None):
+        self.times.append(float(t[0]))
+        return self.fn(x, float(t[0]))
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_euler_on_a_straight_path_recovers_the_data_exactly(steps):
+    s = load_sampler("rf-b2", **TINY)
+    x0 = _noise(seed=5)
+    # On x_t = (1 - t) x0 + t * noise the velocity noise - x0 equals (x_t - x0) / t.
+    s.net = VelocityField(lambda x, t: (x - x0) / t)
+    out = s.generate(_noise(), LABELS, steps=steps)
+    torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)
+    assert s.net.times == pytest.approx(np.linspace(1, 0, steps + 1)[:-1].tolist())
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5])
+def test_euler_on_a_linear_field_matches_the_closed_form(steps):
+    s = load_sampler("rf-b2", **TINY, steps=steps)  # steps from the config this time
+    s.net = VelocityField(lambda x, t: 0.7 * x)
+    z = _noise()
+    # dt = -1/k each step: x <- x - 0.7 x / k, k times.
+    torch.testing.assert_close(s.generate(z, LABELS), z * (1 - 0.7 / steps) ** steps)
+
+
+def test_rf_guidance_zero_is_one_conditional_pass():
+    s = _tiny()
+    z = _noise()
+    with torch.no_grad():
+        v_c = s.net(z, torch.ones(3), LABELS)
+    torch.testing.assert_close(s.generate(z, LABELS, guidance=0.0), z - v_c)
+    torch.testing.assert_close(s.generate(z, LABELS), z - v_c)  # config default guidance is 0
+
+
+def test_rf_guidance_formula_against_direct_computation():
+    s = _tiny()
+    z = _noise()
+    g = 1.5
+    with torch.no_grad():
+        v_c = s.net(z, torch.ones(3), LABELS)
+        v_u = s.net(z, torch.ones(3), torch.full((3,), 10))  # the null class is row num_classes
+    assert (v_c - v_u).abs().max() > 1e-3  # the check below is not trivial
+    torch.testing.assert_close(s.generate(z, LABELS, guidance=g), z - (v_c + g * (v_c - v_u)),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_rf_guided_step_costs_two_evaluations_in_one_batch():
+    s = _tiny()
+    batches = []
+    s.net.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
+    s.generate(_noise(), LABELS, guidance=2.0, steps=2)
+    assert batches == [6, 6]  # cond + uncond per step, batched
+
+
+def test_rf_unconditional_uses_the_null_class_and_refuses_guidance():
+    s = _tiny()
+    z = _noise()
+    with torch.no_grad():
+        v = s.net(z, torch.ones(3), torch.full((3,), 10))
+    torch.testing.assert_close(s.generate(z, None), z - v)
+    with pytest.raises(InputError, match="guidance 1.0 needs class labels"):
+        s.generate(z, None, guidance=1.0)
+
+
+def test_meanflow_one_step_is_x1_minus_u():
+    s = _tiny("meanflow-b2")
+    z = _noise()
+    with torch.no_grad():
+        u = s.net(z, torch.ones(3), LABELS, torch.ones(3))  # t = 1, t - r = 1
+    torch.testing.assert_close(s.generate(z, LABELS), z - u)
+
+
+def test_meanflow_two_steps_compose_average_velocities():
+    s = _tiny("meanflow-b2")
+    z = _noise()
+    half = torch.full((3,), 0.5)
+    with torch.no_grad():
+        x = z - 0.5 * s.net(z, torch.ones(3), LABELS, half)  # r = 0.5, t = 1
+        x = x - 0.5 * s.net(x, half, LABELS, half)  # r = 0, t = 0.5
+    torch.testing.assert_close(s.generate(z, LABELS, steps=2), x)
+
+
+def test_meanflow_the_second_time_changes_the_output():
+    s = _tiny("meanflow-b2")
+    z = _noise()
+    with torch.no_grad():
+        a = s.net(z, torch.ones(3), LABELS, torch.ones(3))
+        b = s.net(z, torch.ones(3), LABELS, torch.full((3,), 0.25))
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_meanflow_guidance_is_trained_in():
+    s = _tiny("meanflow-b2", guidance=1.0)
+    z = _noise()
+    calls = []
+    s.net.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    torch.testing.assert_close(s.generate(z, LABELS, guidance=1.0), s.generate(z, LABELS))
+    assert calls == [3, 3]  # one evaluation per image whatever the guidance
+    with pytest.raises(InputError, match="trained into the weights"):
+        s.generate(z, LABELS, guidance=2.0)
+
+
+def test_nfe_follows_the_config():
+    assert model_info("rf-b2", **TINY).nfe == 1
+    assert model_info("rf-b2", **TINY, guidance=0.5).nfe == 2
+    assert model_info("rf-b2", **TINY, guidance=0.5, steps=4).nfe == 8
+    assert model_info("meanflow-b2", **TINY, guidance=1.0, steps=2).nfe == 2
+    info = model_info("meanflow-b2", **TINY)
+    assert (info.sample_shape, info.image_size, info.space, info.family) == ((4, 8, 8), 64, "latent", "meanflow")
+
+
+@pytest.mark.parametrize("model", ["rf-b2", "meanflow-b2"])
+def test_deterministic_shape_preserving_and_random_init_returns_the_noise(model):
+    s = load_sampler(model, **TINY)
+    z = _noise()
+    out = s.generate(z, LABELS)
+    assert out.shape == z.shape
+    # adaLN-Zero: untrained nets predict zero velocity, so samples are the (distinct) noises.
+    torch.testing.assert_close(out, z)
+    p = _tiny(model)
+    torch.testing.assert_close(p.generate(z, LABELS), p.generate(z.clone(), LABELS.clone()), rtol=0, atol=0)
+
+
+def test_pos_embed_matches_dits_numpy_formula():
+    dim, grid = 16, 4
+    # DiT's construction: meshgrid(w, h); first half of channels from grid[0], second from grid[1].
+    gw, gh = np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32))
+    omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4))
+
+    def one(pos):
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    expected = np.concatenate([one(gw), one(gh)], axis=1)
+    np.testing.assert_allclose(sincos_pos_embed_2d(dim, grid).numpy(), expected, atol=1e-6)
+
+
+def test_output_tokens_use_dits_layout():
+    net = DiT(input_size=4, hidden_size=16, depth=1, num_heads=2, num_classes=2)
+    tokens = torch.arange(1 * 4 * 16, dtype=torch.float32).view(1, 4, 16)  # (N, T, p*p*C)
+    img = net.unpatchify(tokens)  # (1, 4, 4, 4)
+    # DiT: token features are (p, q, c) with c fastest; token 1 is the patch at columns 2-3.
+    assert img[0, :, 0, 0].tolist() == tokens[0, 0, 0:4].tolist()
+    assert img[0, :, 0, 1].tolist() == tokens[0, 0, 4:8].tolist()
+    assert img[0, :, 1, 0].tolist() == tokens[0, 0, 8:12].tolist()
+    assert img[0, :, 0, 2].tolist() == tokens[0, 1, 0:4].tolist()
+
+
+def test_state_dict_keys_follow_dit():
+    # facebookresearch/DiT models.py names (timm PatchEmbed / Attention / Mlp inside), depth 1.
+    block = [f"blocks.0.{k}.{w}" for k in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2", "adaLN_modulation.1")
+             for w in ("weight", "bias")]
+    expected = {"pos_embed", "x_embedder.proj.weight", "x_embedder.proj.bias", "y_embedder.embedding_table.weight",
+                *(f"t_embedder.mlp.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")), *block,
+                *(f"final_layer.{k}.{w}" for k in ("linear", "adaLN_modulation.1") for w in ("weight", "bias"))}
+    sd = DiT(input_size=4, hidden_size=16, depth=1, num_heads=2, num_classes=10).state_dict()
+    assert set(sd) == expected
+    assert sd["y_embedder.embedding_table.weight"].shape == (11, 16)  # num_classes + the null class
+    assert sd["final_layer.linear.weight"].shape == (16, 16)  # p*p*C outputs: no learned sigma
+
+
+def test_checkpoint_round_trip(tmp_path):
+    s = _tiny("meanflow-b2")
+    path = tmp_path / "mf.pt"
+    torch.save(s.net.state_dict(), path)
+    loaded = load_sampler("meanflow-b2", checkpoint=str(path), **TINY)
+    assert loaded.info.weights.startswith("sha256:")
+    z = _noise()
+    torch.testing.assert_close(loaded.generate(z, LABELS), s.generate(z, LABELS), rtol=0, atol=0)
+
+
+def test_misshaped_checkpoint_names_the_tensor(tmp_path):
+    sd = load_sampler("rf-b2", **TINY).net.state_dict()
+    sd["final_layer.linear.weight"] = torch.zeros(8, 32)
+    path = tmp_path / "bad.pt"
+    torch.save(sd, path)
+    with pytest.raises(InputError, match=r"mis-shaped tensors: final_layer\.linear\.weight"):
+        load_sampler("rf-b2", checkpoint=str(path), **TINY)
+    with pytest.raises(InputError, match=r"missing tensors: h_embedder"):
+        load_sampler("meanflow-b2", checkpoint=str(path), **TINY)
+
+
+def test_bad_inputs_are_input_errors():
+    s = load_sampler("rf-b2", **TINY)
+    with pytest.raises(InputError, match="labels must lie in"):
+        s.generate(_noise(), torch.tensor([0, 1, 10]))
+    with pytest.raises(InputError, match=r"expected \(N, 4, 8, 8\)"):
+        s.generate(torch.randn(3, 4, 16, 16), LABELS)
+    with pytest.raises(InputError, match="steps must be a positive integer"):
+        s.generate(_noise(), LABELS, steps=0)
+    with pytest.raises(InputError, match="guidance must be a finite number"):
+        s.generate(_noise(), LABELS, guidance=float("nan"))
+    with pytest.raises(InputError, match="steps must be a positive integer"):
+        load_sampler("rf-b2", **TINY, steps=1.5)
+    with pytest.raises(InputError, match="not divisible by num_heads"):
+        model_info("rf-b2", **{**TINY, "num_heads": 3})
+
+
+# Published sizes: DiT-B/2 130M and DiT-XL/2 675M (arXiv 2212.09748); MeanFlow-B/2 131M and
+# XL/2 676M (arXiv 2505.13447 Table 2). Built on the meta device: nothing is allocated.
+@pytest.mark.parametrize("model,published", [("rf-b2", 130e6), ("rf-xl2", 675e6), ("meanflow-b2", 131e6),
+                                             ("meanflow-xl2", 676e6)])
+def test_param_counts_match_published(model, published):
+    assert model_info(model).params == pytest.approx(published, rel=0.03)
+
+
+@pytest.mark.parametrize("model,dit_gflops", [("rf-b2", 23.1), ("rf-xl2", 119.0)])
+def test_gflops_match_dits_multiply_adds(model, dit_gflops):
+    # DiT's "Gflops" count multiply-adds; ours count each as 2 FLOPs.
+    assert model_info(model).gflops / 2 == pytest.approx(dit_gflops, rel=0.03)
+
+
+@pytest.mark.parametrize("two_times,size", [(False, "tiny"), (True, "tiny"), (False, "b2")])
+def test_gflops_formula_matches_flop_counter(two_times, size):
+    # The meta device: FlopCounterMode sees every matmul, and CPU SDPA kernels would count 0.
+    cfg = dict(input_size=8, hidden_size=64, depth=3, num_heads=4, num_classes=10) if size == "tiny" else {}
+    with torch.device("meta"):
+        net = DiT(**cfg, two_times=two_times)
+        x = torch.empty(2, 4, net.grid * 2, net.grid * 2)
+        t, y = torch.empty(2), torch.zeros(2, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        net(x, t, y, t if two_times else None)
+    assert net.flops() == pytest.approx(counter.get_total_flops() / 2, rel=0.02)
+
+
+def test_docstring_examples_run():
+    assert doctest.testmod(flowmatch).failed == 0

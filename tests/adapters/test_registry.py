@@ -1,0 +1,88 @@
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from adapters import ENTRY_POINT_GROUP, list_models, load_sampler, model_info, registry
+from harness.errors import InputError
+from harness.sampler import Sampler
+
+EXPECTED_IDS = {
+    "tarflow", "tarflow-afhq256", "tarflow-imagenet64", "tarflow-imagenet128", "itarflow-b2", "itarflow-xl2",
+    "biflow-b2", "biflow-xl2", "rf-b2", "rf-xl2", "meanflow-b2", "meanflow-xl2",
+}
+
+
+def test_builtin_ids_are_registered():
+    assert EXPECTED_IDS <= set(list_models())
+
+
+def test_unknown_id_lists_known_ids_and_nearest_match():
+    with pytest.raises(InputError, match=r"unknown model id 'biflow-b3'\. Did you mean 'biflow-b2'\?.*rf-b2"):
+        load_sampler("biflow-b3")
+
+
+def test_unknown_config_option_is_named(toy_family):
+    with pytest.raises(InputError, match=r"unknown config option\(s\) widht; valid options: num_classes, size, width"):
+        load_sampler(toy_family, widht=3)
+
+
+def test_overrides_reach_the_builder(toy_family):
+    s = load_sampler(toy_family, size=4)
+    assert isinstance(s, Sampler)
+    assert s.info.sample_shape == (3, 4, 4)
+    assert model_info(toy_family).params == 12  # 1x1 conv 3->3 with bias, counted on the meta device
+
+
+def test_duplicate_ids_are_refused(toy_family):
+    spec = registry.get_spec(toy_family)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(toy_family, family="other", config=spec.config, build=spec.build)
+
+
+def test_unknown_family_option_is_an_input_error(toy_family):
+    s = load_sampler(toy_family)
+    with pytest.raises(InputError, match="unknown option.*accepts: scale"):
+        s.generate(torch.zeros(1, 3, 8, 8), None, sclae=2.0)
+
+
+def test_outside_package_registers_through_entry_points(tmp_path, monkeypatch):
+    """A distribution on sys.path with an `nfebench.adapters` entry point adds its ids."""
+    (tmp_path / "outside_family.py").write_text(textwrap.dedent("""
+        from dataclasses import dataclass
+
+        import torch
+
+        from adapters import register
+        from adapters.base import TorchSampler
+        from harness.sampler import ModelInfo
+
+        @dataclass(frozen=True)
+        class Config:
+            size: int = 6
+
+        class Identity(TorchSampler):
+            def _generate(self, noise, labels, guidance):
+                return noise
+
+        def build(name, config, *, checkpoint, device, dtype):
+            info = ModelInfo(name, "outside", 0, 1, 1, "pixel", (3, config.size, config.size), config.size,
+                             0, 0.0, "random-init")
+            return Identity(info, torch.nn.Identity(), device=device, dtype=dtype)
+
+        register("outside-s", family="outside", config=Config(), build=build)
+    """))
+    dist = tmp_path / "outside_family-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: outside-family\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\noutside = outside_family\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.delitem(sys.modules, "outside_family", raising=False)
+    for module in registry._BUILTIN_MODULES:  # re-import so built-ins register into the fresh dict
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    assert "outside-s" in list_models()
+    assert EXPECTED_IDS <= set(list_models())
+    assert load_sampler("outside-s").info.sample_shape == (3, 6, 6)

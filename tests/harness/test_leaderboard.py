@@ -1,0 +1,244 @@
+import csv
+import io
+import random
+from pathlib import Path
+
+import pytest
+
+from harness import leaderboard
+from harness.cli import main
+from harness.errors import InputError
+from harness.results import FID, IS, MS_PER_IMAGE, atomic_write, rows_to_csv
+
+REPO = Path(__file__).resolve().parents[2]
+
+PAPER = {"schema_version": 1, "run_id": "published", "source": "paper", "status": "ok", "weights": "paper",
+         "n": 50000, "evidence": "secondary", "citation": "arXiv 2512.10953"}
+MEASURED = {"schema_version": 1, "source": "measured", "status": "ok", "device": "cpu", "device_name": "Test CPU",
+            "backend": "torch", "dtype": "float32", "compiled": "none", "n": 10, "nfebench_version": "0.1.0"}
+
+
+def published_rows():
+    bi = {**PAPER, "model": "biflow-b2", "family": "biflow", "params": 133_000_000, "nfe": 1}
+    it = {**PAPER, "model": "itarflow-b2", "family": "tarflow", "params": 120_000_000}
+    mf = {**PAPER, "model": "meanflow-b2", "family": "meanflow", "params": 131_000_000, "nfe": 1,
+          "evidence": "verified", "citation": "arXiv 2505.13447 Table 2"}
+    tpu = {"device": "tpu", "metric": MS_PER_IMAGE}
+    return [
+        {**bi, "metric": FID, "value": 2.39}, {**bi, "metric": IS, "value": 303.0},
+        {**bi, **tpu, "decode": "off", "value": 0.29}, {**bi, **tpu, "decode": "on", "value": 1.59},
+        {**it, "metric": FID, "value": 6.83}, {**it, **tpu, "decode": "off", "value": 65.0},
+        {**it, **tpu, "decode": "on", "value": 66.3}, {**mf, "metric": FID, "value": 6.17},
+    ]
+
+
+def bench_run(run_id, created, biflow_ms=40.0, weights="random-init"):
+    """A measured timing run of biflow-b2, its teacher and meanflow-b2 at batch sizes 1 and 4."""
+    rows = [{**MEASURED, "run_id": run_id, "created": created, "model": "calibration", "metric": "calibration_ms",
+             "value": 100.0}]
+    for model, family, nfe, ms in (("biflow-b2", "biflow", 1, biflow_ms), ("itarflow-b2", "tarflow", 2, 4000.0),
+                                   ("meanflow-b2", "meanflow", 1, 35.0)):
+        for bs in (1, 4):
+            for decode, extra in (("off", 0.0), ("on", 500.0)):
+                rows.append({**MEASURED, "run_id": run_id, "created": created, "model": model, "family": family,
+                             "params": 1000, "nfe": nfe, "batch_size": bs, "decode": decode, "weights": weights,
+                             "metric": MS_PER_IMAGE, "value": (ms + extra) / bs, "spread": 0.1})
+    rows.append({**MEASURED, "run_id": run_id, "created": created, "model": "meanflow-b2", "nfe": 1,
+                 "batch_size": 8, "decode": "off", "metric": MS_PER_IMAGE, "status": "oom", "weights": weights})
+    # bench times the SD-VAE decoder alone as model "sd-vae", decode "only": not a generator row.
+    rows.append({**MEASURED, "run_id": run_id, "created": created, "model": "sd-vae", "family": "sd-vae", "nfe": 1,
+                 "batch_size": 1, "decode": "only", "metric": MS_PER_IMAGE, "value": 500.0, "weights": weights})
+    return rows
+
+
+def eval_run(run_id, fid, weights, model="meanflow-b2", n=1000, created="2026-11-25T10:00:00+00:00"):
+    q = {**MEASURED, "run_id": run_id, "created": created, "model": model, "family": "meanflow", "nfe": 1,
+         "batch_size": 16, "decode": "on", "n": n, "weights": weights, "config": {"mode": "adm"}}
+    return [{**q, "metric": FID, "value": fid}, {**q, "metric": IS, "value": 100.0 + fid}]
+
+
+def write_csv(path, rows, extra_columns=()):
+    text = rows_to_csv(rows)
+    if extra_columns:  # published.csv: the schema plus `evidence`
+        buf = io.StringIO()
+        reader = csv.DictReader(io.StringIO(text))
+        w = csv.DictWriter(buf, fieldnames=list(reader.fieldnames) + list(extra_columns), lineterminator="\n")
+        w.writeheader()
+        for row, src in zip(reader, rows):
+            w.writerow({**row, **{c: src.get(c, "") for c in extra_columns}})
+        text = buf.getvalue()
+    atomic_write(path, text)
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    published = write_csv(tmp_path / "published.csv", published_rows(), ("evidence",))
+    runs = tmp_path / "runs"
+    write_csv(runs / "bench-old.csv", bench_run("old", "2026-11-24T10:00:00+00:00", biflow_ms=80.0))
+    write_csv(runs / "bench-new.csv", bench_run("new", "2026-11-25T10:00:00+00:00"))
+    write_csv(runs / "eval" / "random.csv", eval_run("rnd", 0.5, "random-init+vae:sha256:ab"))
+    write_csv(runs / "eval" / "trained.csv", eval_run("trained", 6.5, "sha256:cd+vae:sha256:ab"))
+    write_csv(runs / "eval" / "small.csv", eval_run("small", 9.0, "sha256:cd+vae:sha256:ab", n=100,
+                                                    created="2026-11-26T10:00:00+00:00"))
+    return published, runs
+
+
+def board_rows(csv_path):
+    return list(csv.DictReader(open(csv_path, newline="")))
+
+
+def test_random_weight_rows_never_enter_quality_ranks(inputs, tmp_path):
+    published, runs = inputs
+    paths = leaderboard.write_leaderboard(published, runs, tmp_path / "out", plot=False)
+    rows = board_rows(paths["csv"])
+    # FID 0.5 from random weights would rank first; it appears nowhere.
+    assert "0.50" not in {r["fid"] for r in rows} and "100.5" not in {r["is"] for r in rows}
+    measured = [r for r in rows if r["model"] == "meanflow-b2" and r["source"] == "measured"]
+    # The trained-weight FID (n=1000 beats the newer n=100 run) sits on every measured meanflow setting ...
+    assert {(r["fid"], r["is"], r["quality_n"], r["fid_reference"]) for r in measured} == {
+        ("6.50", "106.5", "1000", "adm")}
+    # ... and the random-init timing rows still give their timings.
+    assert {(r["batch_size"], r["ms_per_image"], r["ms_per_image_decode"]) for r in measured} == {
+        ("1", "35.000", "535.000"), ("4", "8.750", "133.750")}
+    ranked = sorted({(int(r["fid_rank"]), r["model"], r["source"], r["fid"]) for r in rows if r["fid_rank"]})
+    assert ranked == [(1, "biflow-b2", "paper", "2.39"), (2, "meanflow-b2", "paper", "6.17"),
+                      (3, "meanflow-b2", "measured", "6.50"), (4, "itarflow-b2", "paper", "6.83")]
+    unranked = {r["model"] for r in rows if not r["fid_rank"]}
+    assert unranked == {"biflow-b2", "itarflow-b2"}  # measured with random weights only: timings, no rank
+    assert [r["fid_rank"] for r in rows] == ["1", "2", "3", "3", "4"] + [""] * 4  # by rank, unranked last
+
+
+def test_latest_run_wins_and_teacher_speedup(inputs, tmp_path):
+    published, runs = inputs
+    rows = board_rows(leaderboard.write_leaderboard(published, runs, tmp_path, plot=False)["csv"])
+    bi = {(r["source"], r["batch_size"]): r for r in rows if r["model"] == "biflow-b2"}
+    assert bi[("measured", "1")]["ms_per_image"] == "40.000"  # the 2026-11-25 run, not the older 80 ms one
+    assert (bi[("measured", "1")]["teacher"], bi[("measured", "1")]["speedup"]) == ("itarflow-b2", "100.0")
+    assert bi[("measured", "1")]["speedup_decode"] == f"{4500 / 540:.1f}"
+    # Paper rows: the speed-ups the BiFlow paper prints (224x generator only, 42x with decode).
+    paper = bi[("paper", "")]
+    assert (paper["device"], paper["speedup"], paper["speedup_decode"]) == ("tpu", "224.1", "41.7")
+    assert paper["citation"] == "arXiv 2512.10953" and paper["evidence"] == "secondary"
+    assert not any(r["model"] in ("calibration", "sd-vae") for r in rows)
+    assert {r["batch_size"] for r in rows if r["model"] == "meanflow-b2" and r["source"] == "measured"} == {"1", "4"}
+
+
+def test_regeneration_is_byte_stable_whatever_the_row_order(inputs, tmp_path):
+    published, runs = inputs
+    first = leaderboard.write_leaderboard(published, runs, tmp_path / "a", plot=False)
+    second = leaderboard.write_leaderboard(published, runs, tmp_path / "b", plot=False)
+    # Shuffle the rows of every input file: the output must not change by a byte.
+    shuffled = tmp_path / "shuffled"
+    rng = random.Random(0)
+    for src in [published, *sorted(runs.rglob("*.csv"))]:
+        lines = src.read_text().splitlines(keepends=True)
+        body = lines[1:]
+        rng.shuffle(body)
+        dst = shuffled / src.relative_to(tmp_path)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(lines[0] + "".join(body))
+    third = leaderboard.write_leaderboard(shuffled / "published.csv", shuffled / "runs", tmp_path / "c", plot=False)
+    for kind in ("csv", "md"):
+        data = first[kind].read_bytes()
+        assert data == second[kind].read_bytes() == third[kind].read_bytes()
+        assert b"2026-11" not in data  # no timestamps
+
+
+def test_markdown_holds_the_csv_cells(inputs, tmp_path):
+    published, runs = inputs
+    paths = leaderboard.write_leaderboard(published, runs, tmp_path, plot=False)
+    rows = list(csv.reader(open(paths["csv"], newline="")))
+    md = paths["md"].read_text().splitlines()
+    assert len(md) == len(rows) + 1  # header, separator, one line per row
+    parsed = [[c.strip().replace("\\|", "|") for c in line.strip("|").split(" | ")] for line in [md[0]] + md[2:]]
+    assert parsed == rows
+
+
+def test_pareto_points_and_plot(inputs, tmp_path):
+    pytest.importorskip("matplotlib", reason="pareto.png needs matplotlib")
+    published, runs = inputs
+    rows = leaderboard.read_published(published) + leaderboard.read_runs(runs)
+    board = leaderboard.build(rows)
+    points = {(p["model"], p["kind"]): p for p in leaderboard.pareto_points(board)}
+    assert set(points) == {("biflow-b2", "paper"), ("itarflow-b2", "paper"), ("meanflow-b2", "measured"),
+                           ("biflow-b2", "measured-time"), ("itarflow-b2", "measured-time")}
+    assert points[("biflow-b2", "measured-time")]["fid"] == 2.39  # random-init timing, the paper's FID
+    assert points[("biflow-b2", "measured-time")]["ms"] == 10.0  # fastest batch size (4)
+    # The paper prints no NFE for the autoregressive teacher: its FID pairs with the measured nfe=2 row.
+    assert points[("itarflow-b2", "measured-time")]["fid"] == 6.83
+    assert points[("meanflow-b2", "measured")]["fid"] == 6.5
+    front = leaderboard._frontier(list(points.values()))
+    assert [(p["model"], p["kind"]) for p in front] == [("biflow-b2", "paper")]  # fastest and best
+    out = tmp_path / "pareto.png"
+    assert leaderboard.plot_pareto(board, out) == 5
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_cli_writes_three_files(inputs, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="pareto.png needs matplotlib")
+    published, runs = inputs
+    out = tmp_path / "out"
+    assert main(["leaderboard", "--published", str(published), "--runs", str(runs), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["leaderboard.csv", "leaderboard.md", "pareto.png"]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_no_runs_folder_gives_the_published_board(tmp_path):
+    published = write_csv(tmp_path / "published.csv", published_rows(), ("evidence",))
+    paths = leaderboard.write_leaderboard(published, tmp_path / "absent", tmp_path, plot=False)
+    assert {r["source"] for r in board_rows(paths["csv"])} == {"paper"}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"evidence": "maybe"}, "evidence is 'maybe'"),
+    ({"source": "measured"}, "source is 'measured'"),
+    ({"citation": ""}, "no citation"),
+    ({"value": ""}, "numeric value"),
+])
+def test_bad_published_rows_are_refused(tmp_path, change, message):
+    rows = published_rows()
+    rows[3] = {**rows[3], **change}
+    path = write_csv(tmp_path / "published.csv", rows, ("evidence",))
+    with pytest.raises(InputError, match=message):
+        leaderboard.read_published(path)
+
+
+def test_published_file_problems_exit_2(tmp_path, capsys):
+    no_evidence = write_csv(tmp_path / "a.csv", published_rows())
+    dup = write_csv(tmp_path / "b.csv", published_rows() + published_rows()[:1], ("evidence",))
+    for path, message in ((no_evidence, "lacks the column 'evidence'"), (dup, "already given on line 2")):
+        assert main(["leaderboard", "--published", str(path), "--out", str(tmp_path / "o"), "--no-plot"]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_repository_published_csv_builds(tmp_path):
+    rows = board_rows(leaderboard.write_leaderboard(REPO / "results" / "published.csv", tmp_path / "none",
+                                                    tmp_path, plot=False)["csv"])
+    bi = next(r for r in rows if r["model"] == "biflow-b2" and r["device"] == "tpu")
+    assert (bi["fid"], bi["is"], bi["speedup"], bi["speedup_decode"]) == ("2.39", "303.0", "224.1", "41.7")
+    assert (bi["quality_n"], bi["fid_reference"]) == ("50000", "adm VIRTUAL_imagenet256_labeled.npz")
+    assert rows[0]["fid_rank"] == "1" and all(r["source"] == "paper" for r in rows)
+
+
+def test_pareto_front_matches_brute_force():
+    rng = random.Random(1)
+    points = [{"ms": rng.choice([1.0, 2.0, 3.0, 5.0, 8.0]), "fid": rng.choice([2.0, 3.0, 4.5, 6.0])}
+              for _ in range(40)]
+    dominated = [any(q["ms"] <= p["ms"] and q["fid"] <= p["fid"] and (q["ms"], q["fid"]) != (p["ms"], p["fid"])
+                     for q in points) for p in points]
+    expected = sorted({(p["ms"], p["fid"]) for p, d in zip(points, dominated) if not d})
+    assert [(p["ms"], p["fid"]) for p in leaderboard._frontier(points)] == expected
+
+
+def test_numeric_setting_cells_key_alike_and_words_are_refused(tmp_path):
+    # 8, 8.0 and "8" written by different tools are one batch size; a word is an error.
+    assert leaderboard.text(8) == leaderboard.text(8.0) == leaderboard.text("8.0") == "8"
+    assert leaderboard.text(1.5) == leaderboard.text("1.50") == "1.5" and leaderboard.text(float("nan")) == ""
+    rows = bench_run("r", "2026-11-25T10:00:00+00:00")
+    write_csv(tmp_path / "runs" / "a.csv", [{**r, "batch_size": 4.0} if r.get("batch_size") == 4 else r for r in rows])
+    assert {r["batch_size"] for r in leaderboard.read_runs(tmp_path / "runs")} == {"", "1", "4", "8"}
+    write_csv(tmp_path / "bad" / "b.csv", [{**rows[1], "batch_size": "four"}])
+    with pytest.raises(InputError, match="'batch_size' holds 'four'"):
+        leaderboard.read_runs(tmp_path / "bad")

@@ -1,0 +1,55 @@
+import csv
+import os
+
+import pytest
+
+from harness.errors import InputError
+from harness.results import COLUMNS, MS_PER_IMAGE, OK, RunFile, atomic_write, read_run
+
+
+def test_run_file_rows_carry_provenance_and_reload(tmp_path):
+    path = tmp_path / "runs" / "r.csv"
+    run = RunFile(path)
+    run.add(model="m", metric=MS_PER_IMAGE, value=1.5, spread=0.1, n=5, config={"b": 1, "a": 2})
+    run.add(model="m", metric=MS_PER_IMAGE, value=2.5, n=5)
+    df = read_run(path)
+    assert list(df.columns) == list(COLUMNS)
+    assert df["value"].tolist() == [1.5, 2.5]
+    assert set(df["status"]) == {OK} and set(df["source"]) == {"measured"}
+    assert df["run_id"].nunique() == 1 and df["git_sha"].iloc[0] != ""
+    assert "torch=" in df["versions"].iloc[0]
+    assert df["config"].iloc[0] == '{"a": 2, "b": 1}'  # sorted keys: byte-stable files
+
+
+def test_unknown_column_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="not result columns"):
+        RunFile(tmp_path / "r.csv").add(modle="typo")
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "f.csv"
+    atomic_write(path, "old\n")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        atomic_write(path, "new\n")
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.csv"]  # no temporary file left
+
+
+def test_read_run_rejects_foreign_and_empty_files(tmp_path):
+    missing = tmp_path / "missing.csv"
+    with pytest.raises(InputError, match="does not exist"):
+        read_run(missing)
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="lacks the result columns"):
+        read_run(foreign)
+    empty = tmp_path / "empty.csv"
+    with open(empty, "w", newline="") as f:
+        csv.writer(f).writerow(COLUMNS)
+    with pytest.raises(InputError, match="no rows"):
+        read_run(empty)

@@ -1,0 +1,43 @@
+import math
+
+import pytest
+import torch
+
+from harness.errors import InputError
+from harness.sampler import ModelInfo, NonFiniteSampleError, check_finite, check_generate_inputs
+
+INFO = ModelInfo(name="toy", family="toy", params=1, nfe=1, sequential_steps=1, space="pixel",
+                 sample_shape=(3, 8, 8), image_size=8, num_classes=10, gflops=0.0, weights="random-init")
+
+
+def test_valid_inputs_pass():
+    check_generate_inputs(INFO, torch.zeros(2, 3, 8, 8), torch.tensor([0, 9]))
+    check_generate_inputs(INFO, torch.zeros(2, 3, 8, 8), None)
+
+
+@pytest.mark.parametrize("noise, labels, message", [
+    (torch.zeros(2, 3, 8, 9), None, "noise has shape"),
+    (torch.zeros(3, 8, 8), None, "noise has shape"),
+    (torch.zeros(2, 3, 8, 8, dtype=torch.long), None, "floating-point"),
+    (torch.zeros(2, 3, 8, 8), torch.tensor([0, 10]), r"\[0, 10\)"),
+    (torch.zeros(2, 3, 8, 8), torch.tensor([-1, 0]), r"\[0, 10\)"),
+    (torch.zeros(2, 3, 8, 8), torch.tensor([0]), "labels must have shape"),
+    (torch.zeros(2, 3, 8, 8), torch.tensor([0.0, 1.0]), "integers"),
+])
+def test_bad_inputs_name_the_problem(noise, labels, message):
+    with pytest.raises(InputError, match=message):
+        check_generate_inputs(INFO, noise, labels)
+
+
+def test_non_finite_samples_are_reported_with_rows():
+    x = torch.zeros(4, 2)
+    x[1, 0] = math.nan
+    x[3, 1] = math.inf
+    with pytest.raises(NonFiniteSampleError, match=r"2 of 4 samples \(batch rows \[1, 3\]"):
+        check_finite(x, "toy")
+    assert check_finite(torch.ones(2, 2), "toy") is not None
+
+
+def test_model_info_to_dict_is_json_ready():
+    d = INFO.to_dict()
+    assert d["sample_shape"] == [3, 8, 8] and d["weights"] == "random-init"
