@@ -1,0 +1,91 @@
+"""`nfebench bench`: time models over batch sizes, with and without the SD-VAE decode.
+
+Writes a run file (CSV rows, `harness.results` schema) and a pyperf JSON file that
+``python -m pyperf compare_to old.json new.json`` compares, then prints a summary with
+BiFlow-B/2's measured speed-up over iTARFlow-B/2. Presets: ``--preset cpu`` (tox -e bench)
+and ``--preset gpu`` (tox -e bench-gpu); options given explicitly override the preset.
+
+Example::
+
+    nfebench bench --preset cpu
+    nfebench bench --models biflow-b2,rf-b2 --batch-sizes 1,4 --decode both --repeats 10
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.timing.sweep import (COMPILE_CHOICES, DECODE_CHOICES, DEVICES, DTYPES, PRESETS, SweepConfig,
+                                  resolve_device, run_sweep, with_preset)
+
+RUNS_DIR = Path("results/runs")
+
+
+def _ids(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in _ids(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _help(name: str) -> str:
+    f = SweepConfig.__dataclass_fields__[name]
+    default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+    return f"{f.metadata['help']} (default: {default})"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="a named sweep: cpu (B/2 models, batch 1 and 2, float32, with and without decode) or "
+                        "gpu (CUDA, bfloat16, batch 1 to 256, eager and torch.compile); options below override it")
+    p.add_argument("--models", type=_ids, help="comma-separated model ids (default: the four B/2 models)")
+    p.add_argument("--batch-sizes", type=_ints, help=_help("batch_sizes"))
+    p.add_argument("--decode", choices=DECODE_CHOICES, help=_help("decode"))
+    # Not `choices`: an unknown device gets nfebench's own message (exit 2) naming the valid ones.
+    p.add_argument("--device", help=f"{', '.join(DEVICES)} (default: auto)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), help=_help("dtype"))
+    p.add_argument("--compile", choices=COMPILE_CHOICES, help=_help("compile"))
+    p.add_argument("--warmup", type=int, help=_help("warmup"))
+    p.add_argument("--repeats", type=int, help=_help("repeats"))
+    p.add_argument("--max-time", type=float, help=_help("max_time"))
+    p.add_argument("--guidance", type=float, help=_help("guidance"))
+    p.add_argument("--seed", type=int, help=_help("seed"))
+    p.add_argument("--no-calibration", action="store_true", help="skip the calibration workload row")
+    p.add_argument("--out", type=Path,
+                   help="run file to create (default: results/runs/bench-<preset>-<device>-<run id>.csv)")
+    p.add_argument("--pyperf-json", type=Path,
+                   help="pyperf JSON file to create (default: the run file's name with .pyperf.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from harness.results import new_provenance
+    from harness.timing.summary import speedup_table, timing_table
+
+    config = with_preset(args.preset, models=args.models, batch_sizes=args.batch_sizes, decode=args.decode,
+                         device=args.device, dtype=args.dtype, compile=args.compile, warmup=args.warmup,
+                         repeats=args.repeats, max_time=args.max_time, guidance=args.guidance, seed=args.seed,
+                         calibrate=False if args.no_calibration else None)
+    device = resolve_device(config.device)  # fails early (exit 2) when CUDA is asked for and absent
+    provenance = new_provenance()
+    out = args.out or RUNS_DIR / f"bench-{args.preset or 'custom'}-{device.type}-{provenance['run_id']}.csv"
+    pyperf_json = args.pyperf_json or out.with_name(out.stem + ".pyperf.json")
+    console = Console()
+    try:
+        result = run_sweep(config, out, pyperf_json, progress=not args.no_progress, provenance=provenance)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: every point finished so far is in {out} (and {pyperf_json})")
+        raise
+    console.print(timing_table(result.rows, title=f"nfebench bench ({config.device}, {config.dtype})"))
+    console.print(speedup_table(result.rows))
+    console.print(f"run file: {out}\npyperf:   {pyperf_json}  (compare: python -m pyperf compare_to OLD.json NEW.json)")
+    for line in result.errors:
+        console.print(f"[red]failed[/red] {line}")
+    return 1 if result.errors else 0

@@ -1,0 +1,77 @@
+"""A fake family for sweep tests: tiny, fast, and able to fail on cue.
+
+`FakeSampler` is a plain object meeting the `Sampler` protocol (not a TorchSampler), so
+the sweep is tested against the contract alone. Its "decoder" is a cheap upsampling that
+stands in for the SD-VAE; ids ``fake-*`` are registered for one test and removed after.
+"""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adapters import registry
+from harness.sampler import RANDOM_INIT, ModelInfo, check_generate_inputs
+
+
+@dataclass(frozen=True)
+class FakeConfig:
+    space: str = "latent"
+    oom_from: int | None = None  # batch sizes >= this raise torch.OutOfMemoryError
+    fail_from: int | None = None  # ... raise RuntimeError
+    interrupt_from: int | None = None  # ... raise KeyboardInterrupt (Ctrl-C)
+    build_oom: bool = False  # building the model runs out of memory
+
+
+class FakeSampler:
+    def __init__(self, name: str, config: FakeConfig, device: torch.device, dtype: torch.dtype):
+        self.config = config
+        with torch.device(device):
+            self.net = nn.Conv2d(4, 4, 1).to(dtype)
+        self.info = ModelInfo(name=name, family="fake", params=20, nfe=1, sequential_steps=1, space=config.space,
+                              sample_shape=(4, 8, 8), image_size=64 if config.space == "latent" else 8,
+                              num_classes=10, gflops=2 * 16 * 64 / 1e9, weights=RANDOM_INIT)
+        self.decoder_weights = "fake-vae" if config.space == "latent" else None
+        self.calls = 0
+
+    def generate(self, noise, labels, *, guidance=None):
+        check_generate_inputs(self.info, noise, labels)
+        n, c = noise.shape[0], self.config
+        if c.oom_from is not None and n >= c.oom_from:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {n} GiB")
+        if c.fail_from is not None and n >= c.fail_from:
+            raise RuntimeError("fake failure\nsecond line")
+        if c.interrupt_from is not None and n >= c.interrupt_from:
+            raise KeyboardInterrupt
+        self.calls += 1
+        with torch.no_grad():
+            return self.net(noise)  # (N, 4, 8, 8)
+
+    def decode(self, x):
+        if self.info.space == "pixel":
+            return x[:, :3].clamp(-1, 1)
+        return F.interpolate(x[:, :3], scale_factor=8).tanh()  # (N, 3, 64, 64)
+
+
+def build_fake(name, config, *, checkpoint, device, dtype):
+    if config.build_oom and device.type != "meta":
+        raise torch.OutOfMemoryError("CUDA out of memory while building")
+    return FakeSampler(name, config, device, dtype)
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    """Registers fake-a, fake-b (latent), fake-pixel, fake-oom (OOM from batch 2),
+    fake-fail (error from batch 2), fake-interrupt (Ctrl-C from batch 2), fake-huge (OOM
+    when built) for one test.
+    The built-in families are not imported: the registry is swapped for a copy marked loaded."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_loaded", True)
+    configs = {"fake-a": FakeConfig(), "fake-b": FakeConfig(), "fake-pixel": FakeConfig(space="pixel"),
+               "fake-oom": FakeConfig(oom_from=2), "fake-fail": FakeConfig(fail_from=2),
+               "fake-interrupt": FakeConfig(interrupt_from=2), "fake-huge": FakeConfig(build_oom=True)}
+    for name, config in configs.items():
+        registry.register(name, family="fake", config=config, build=build_fake)
+    return configs

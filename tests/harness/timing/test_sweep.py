@@ -1,0 +1,201 @@
+"""The sweep end to end on fake samplers: rows, pyperf JSON, OOM, errors, interruption, input checks."""
+
+import json
+import subprocess
+import sys
+
+import pyperf
+import pytest
+import torch
+
+from harness import results
+from harness.errors import InputError
+from harness.results import read_run
+from harness.timing.sweep import (DECODER_ID, PRESETS, Point, SweepConfig, compile_sampler, plan, run_sweep,
+                                  validate, with_preset)
+
+FAST = dict(device="cpu", warmup=1, repeats=3, calibrate=False)
+
+
+def run(tmp_path, name="run", **fields):
+    config = SweepConfig(**{**FAST, **fields})
+    out, js = tmp_path / f"{name}.csv", tmp_path / f"{name}.pyperf.json"
+    return run_sweep(config, out, js, progress=False), out, js
+
+
+def ok(df):
+    return df[df.status == results.OK]
+
+
+def test_tiny_sweep_writes_a_schema_valid_run_file(tmp_path, fake_models):
+    res, out, _ = run(tmp_path, models=("fake-a", "fake-b", "fake-pixel"), batch_sizes=(1, 3), decode="both",
+                      calibrate=True, seed=7)
+    df = read_run(out)
+    assert list(df.columns) == list(results.COLUMNS)
+    assert len(df) == len(res.rows) and set(df.status) == {results.OK}
+    assert df.run_id.nunique() == 1 and df.git_sha.str.len().min() >= 7 and (df.versions.str.contains("torch=")).all()
+    timed = df[df.model != "calibration"].astype({"seed": int, "batch_size": int})  # blank for calibration
+    assert set(timed.seed) == {7} and set(timed.device) == {"cpu"} and set(timed.backend) == {"torch"}
+    assert set(timed.dtype) == {"float32"} and set(timed.compiled) == {False}
+    # generator and end-to-end points for every model and batch size; decoder alone once per batch size
+    points = timed.groupby(["model", "batch_size", "decode"]).size()
+    expected = {(m, bs, d) for m in ("fake-a", "fake-b", "fake-pixel") for bs in (1, 3) for d in ("off", "on")}
+    expected |= {(DECODER_ID, bs, "only") for bs in (1, 3)}
+    assert set(points.index) == expected
+    for (model, bs, decode), rows in timed.groupby(["model", "batch_size", "decode"]):
+        m = rows.set_index("metric")
+        assert set(m.index) >= {results.MS_PER_BATCH, results.MS_PER_IMAGE, results.IMAGES_PER_S}
+        assert results.MFU not in m.index  # no known peak on a CPU
+        assert (m.loc[[results.MS_PER_BATCH, results.MS_PER_IMAGE, results.IMAGES_PER_S], "n"] == 3).all()
+        batch_ms = m.loc[results.MS_PER_BATCH, "value"]
+        assert batch_ms > 0
+        assert m.loc[results.MS_PER_IMAGE, "value"] == pytest.approx(batch_ms / bs)
+        assert m.loc[results.IMAGES_PER_S, "value"] == pytest.approx(1e3 * bs / batch_ms)  # odd n: exact
+        assert m.loc[results.MS_PER_BATCH, "spread"] >= 0
+        config = json.loads(m.loc[results.MS_PER_BATCH, "config"])
+        assert config["warmup"] == 1 and config["repeats"] == 3
+    weights = timed.groupby(["model", "decode"]).weights.first()
+    assert weights[("fake-a", "off")] == "random-init"
+    assert weights[("fake-a", "on")] == "random-init+vae:fake-vae"
+    assert weights[("fake-pixel", "on")] == "random-init"  # no decoder to name
+    assert weights[(DECODER_ID, "only")] == "fake-vae"
+    assert set(json.loads(c)["decoder_of"] for c in timed[timed.decode == "only"].config) == {"fake-a"}
+    calib = df[df.model == "calibration"]
+    assert list(calib.metric) == [results.CALIBRATION_MS] and calib.value.iloc[0] > 0 and calib.n.iloc[0] == 5
+
+
+def test_pyperf_json_loads_back_and_compares(tmp_path, fake_models):
+    res_a, out_a, js_a = run(tmp_path, "a", models=("fake-a",), batch_sizes=(1, 2), decode="both")
+    res_b, _, js_b = run(tmp_path, "b", models=("fake-a",), batch_sizes=(1, 2), decode="both")
+    suite = pyperf.BenchmarkSuite.load(str(js_a))
+    names = set(suite.get_benchmark_names())
+    assert "fake-a/bs2/decode-off/float32/eager" in names and f"{DECODER_ID}/bs1/decode-only/float32/eager" in names
+    df = read_run(out_a)
+    batch = df[df.metric == results.MS_PER_BATCH].set_index(["model", "batch_size", "decode"])
+    for bench in suite.get_benchmarks():
+        (pyrun,) = bench.get_runs()
+        meta = bench.get_metadata()
+        row = batch.loc[(meta["model"], meta["batch_size"], meta["decode"])]
+        assert bench.get_nvalue() == row.n
+        assert len(pyrun.warmups) == 1  # the warm-up call, kept apart
+        assert bench.median() * 1e3 == pytest.approx(row.value)
+        assert meta["nfebench_run_id"] == df.run_id.iloc[0]
+    cmp = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", str(js_a), str(js_b)],
+                         capture_output=True, text=True)
+    assert cmp.returncode == 0, cmp.stderr
+
+
+def test_out_of_memory_is_a_row_and_the_sweep_goes_on(tmp_path, fake_models):
+    res, out, js = run(tmp_path, models=("fake-oom", "fake-huge", "fake-a"), batch_sizes=(1, 2, 4), decode="off")
+    df = read_run(out)
+    oom = df[df.status == results.OOM]
+    assert list(zip(oom.model, oom.batch_size)) == [("fake-oom", 2), ("fake-oom", 4), ("fake-huge", 1)]
+    assert set(oom.metric) == {results.MS_PER_BATCH} and oom.value.isna().all()
+    assert oom.notes.str.contains("out of memory").all()
+    assert set(ok(df).groupby("model").batch_size.unique().map(tuple)) == {(1,), (1, 2, 4)}
+    assert res.errors == []
+
+
+def test_a_failing_point_is_an_error_row_and_reported(tmp_path, fake_models):
+    res, out, _ = run(tmp_path, models=("fake-fail", "fake-a"), batch_sizes=(1, 2), decode="off")
+    df = read_run(out)
+    err = df[df.status == results.ERROR]
+    assert list(err.batch_size) == [2] and err.notes.iloc[0] == "RuntimeError: fake failure"
+    assert len(res.errors) == 1 and "fake-fail bs=2" in res.errors[0]
+    assert ((ok(df).model == "fake-a") & (df.metric == results.MS_PER_BATCH)).sum() == 2  # the next model ran
+
+
+def test_interrupt_keeps_finished_points_in_whole_files(tmp_path, fake_models):
+    out, js = tmp_path / "run.csv", tmp_path / "run.pyperf.json"
+    config = SweepConfig(**FAST, models=("fake-a", "fake-interrupt", "fake-b"), batch_sizes=(1, 2))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(config, out, js, progress=False)
+    df = read_run(out)
+    assert set(zip(df.model, df.batch_size)) == {("fake-a", 1), ("fake-a", 2), ("fake-interrupt", 1)}
+    assert len(pyperf.BenchmarkSuite.load(str(js)).get_benchmarks()) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.csv", "run.pyperf.json"]  # no temporary files
+
+
+def test_runs_are_never_overwritten(tmp_path, fake_models):
+    (tmp_path / "run.csv").write_text("precious")
+    with pytest.raises(InputError, match="already exists"):
+        run(tmp_path, models=("fake-a",))
+    assert (tmp_path / "run.csv").read_text() == "precious"
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(batch_sizes=(0,)), "positive"),
+    (dict(batch_sizes=(4, -1)), "positive"),
+    (dict(batch_sizes=(1, 1)), "twice"),
+    (dict(device="tpu"), "unknown device 'tpu'"),
+    (dict(dtype="float64"), "unknown dtype"),
+    (dict(decode="maybe"), "unknown decode"),
+    (dict(models=("fake-zz",)), "unknown model id"),
+    (dict(compile="torch", warmup=0), "compilation is not timed"),
+    (dict(repeats=0), "repeats"),
+    (dict(max_time=0.0), "max-time"),
+])
+def test_bad_settings_are_input_errors(fields, message, fake_models):
+    with pytest.raises(InputError, match=message):
+        validate(SweepConfig(**{**FAST, "models": ("fake-a",), **fields}))
+
+
+def test_cuda_asked_for_but_absent(monkeypatch, fake_models):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="CUDA was asked for"):
+        validate(SweepConfig(models=("fake-a",), device="cuda"))
+
+
+def test_presets_and_overrides():
+    cfg = with_preset("cpu", batch_sizes=(8,), repeats=None)
+    assert cfg.batch_sizes == (8,) and cfg.repeats == PRESETS["cpu"]["repeats"] and cfg.device == "cpu"
+    gpu = with_preset("gpu")
+    assert gpu.device == "cuda" and gpu.dtype == "bfloat16" and gpu.compile == "both" and gpu.decode == "both"
+    assert gpu.batch_sizes[0] == 1 and gpu.batch_sizes[-1] == 256 and gpu.warmup >= 1
+    with pytest.raises(InputError, match="unknown preset"):
+        with_preset("tpu")
+
+
+def test_plan_times_the_decoder_once_per_batch_size_and_compile_mode(fake_models):
+    from adapters import model_info
+
+    models = ("fake-pixel", "fake-a", "fake-b")
+    infos = {m: model_info(m) for m in models}
+    points = plan(SweepConfig(models=models, batch_sizes=(1, 4), decode="on", compile="both"), infos)
+    decoder = [p for p in points if p.part == "only"]
+    assert decoder == [Point("fake-a", c, bs, "only") for c in (False, True) for bs in (1, 4)]
+    assert len(points) == 2 * 3 * 2 + 4
+    off = plan(SweepConfig(models=models, batch_sizes=(1,), decode="off"), infos)
+    assert {p.part for p in off} == {"off"}
+
+
+def test_compile_wraps_the_network(tmp_path, fake_models):
+    res, out, _ = run(tmp_path, models=("fake-a",), batch_sizes=(2,), compile="torch", compile_backend="eager")
+    df = ok(read_run(out))
+    assert set(df.compiled) == {True} and len(df) > 0
+    assert json.loads(df.config.iloc[0])["compiled"] == "net"
+
+    from adapters import load_sampler
+
+    sampler = load_sampler("fake-a")
+    assert compile_sampler(sampler, decoder=True, backend="eager") == "net"  # the fake has no SD-VAE
+    assert sampler.net._compiled_call_impl is not None  # nn.Module.compile's hook
+
+
+def test_cli_bench_end_to_end_and_exit_codes(tmp_path, fake_models, capsys, monkeypatch):
+    from harness.cli import main
+
+    out = tmp_path / "cli.csv"
+    argv = ["bench", "--models", "fake-a", "--batch-sizes", "1,2", "--decode", "both", "--device", "cpu",
+            "--warmup", "0", "--repeats", "2", "--no-calibration", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "fake-a" in printed and "speed-up" in printed and str(out) in printed
+    assert (tmp_path / "cli.pyperf.json").is_file() and len(read_run(out)) > 0
+    assert main(argv[:4] + ["0,2"] + argv[5:-1] + [str(tmp_path / "bad.csv")]) == 2  # batch size 0
+    assert main(["bench", "--models", "fake-fail", "--batch-sizes", "2", "--device", "cpu", "--no-calibration",
+                 "--no-progress", "--out", str(tmp_path / "fail.csv")]) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["bench", "--preset", "gpu", "--out", str(tmp_path / "gpu.csv")]) == 2
+    assert "CUDA was asked for" in capsys.readouterr().err
+    assert not (tmp_path / "gpu.csv").exists()
