@@ -1,0 +1,128 @@
+"""Streaming statistics, Frechet distance and statistics files against independent references."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from harness.errors import InputError
+from harness.metrics.fid import RunningStats, frechet_distance, is_stats_file, load_stats, save_stats
+
+
+def sqrtm_frechet(mu1, s1, mu2, s2):
+    """The ADM evaluator's formula (scipy sqrtm), float64: the reference."""
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    covmean = covmean.real
+    diff = mu1 - mu2
+    return diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+
+
+def random_spd(rng, d, n):
+    x = rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) / np.sqrt(d)
+    return np.cov(x, rowvar=False)
+
+
+def test_running_stats_equal_numpy_in_any_batching():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((301, 17)) * 3 + 100  # offset: a naive sum-of-squares loses digits
+    s = RunningStats(17)
+    for lo in range(0, len(x), 37):
+        s.update(x[lo:lo + 37])
+    assert s.count == 301
+    np.testing.assert_allclose(s.mean, x.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(s.covariance, np.cov(x, rowvar=False), rtol=1e-10, atol=1e-12)
+
+
+def test_merge_of_shards_equals_one_pass():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((500, 9))
+    whole = RunningStats(9).update(x)
+    shards = [RunningStats(9).update(part) for part in np.array_split(x, 7)]
+    merged = RunningStats(9)
+    for shard in shards:  # e.g. one per process, combined through state() / from_state()
+        merged.merge(RunningStats.from_state(shard.state()))
+    np.testing.assert_allclose(merged.mean, whole.mean, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(merged.covariance, whole.covariance, rtol=1e-12, atol=1e-15)
+
+
+def test_running_stats_refuse_bad_features():
+    s = RunningStats(4)
+    with pytest.raises(InputError, match="shape"):
+        s.update(np.zeros((3, 5)))
+    with pytest.raises(InputError, match="NaN or Inf"):
+        s.update(np.array([[0, 1, np.nan, 2.0]]))
+    s.update(np.zeros((1, 4)))
+    with pytest.raises(InputError, match="at least 2 samples"):
+        s.covariance
+
+
+# n < d: a singular covariance. Cases: both definite (Cholesky of sigma1), sigma1 singular
+# (Cholesky of sigma2), both singular (eigendecomposition).
+@pytest.mark.parametrize("d,n1,n2", [(8, 100, 100), (64, 40, 500), (64, 40, 40), (256, 1000, 1000)])
+def test_frechet_equals_sqrtm_reference(d, n1, n2):
+    rng = np.random.default_rng(d + n1 + n2)
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    s1, s2 = random_spd(rng, d, n1), random_spd(rng, d, n2) * 2
+    ours = frechet_distance(mu1, s1, mu2, s2)
+    ref = sqrtm_frechet(mu1, s1, mu2, s2)
+    assert ours == pytest.approx(ref, rel=1e-6)
+    assert frechet_distance(mu2, s2, mu1, s1) == pytest.approx(ours, rel=1e-9)  # symmetric
+
+
+def test_frechet_closed_forms():
+    rng = np.random.default_rng(3)
+    mu, s = rng.standard_normal(32), random_spd(rng, 32, 200)
+    assert abs(frechet_distance(mu, s, mu, s)) < 1e-9 * np.trace(s)  # identical statistics
+    # Commuting covariances a I and b I: d (sqrt(a) - sqrt(b))^2, plus the squared mean shift.
+    d = 16
+    assert frechet_distance(np.zeros(d), 4 * np.eye(d), np.ones(d), 9 * np.eye(d)) == pytest.approx(d * 1 + d)
+
+
+def test_frechet_bad_input():
+    with pytest.raises(InputError, match="different dimensions: 3 and 4"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+    with pytest.raises(InputError, match="NaN or Inf"):
+        frechet_distance(np.zeros(3), np.full((3, 3), np.inf), np.zeros(3), np.eye(3))
+    with pytest.raises(InputError, match="do not fit"):
+        frechet_distance(np.zeros(3), np.eye(4), np.zeros(3), np.eye(3))
+
+
+def test_stats_files_round_trip_and_formats(tmp_path):
+    rng = np.random.default_rng(5)
+    pool = RunningStats(6).update(rng.standard_normal((20, 6)))
+    spatial = RunningStats(3).update(rng.standard_normal((20, 3)))
+    ours = tmp_path / "ours.npz"
+    save_stats(ours, pool, spatial, mode="clean", network="net", pool_features=np.ones((20, 6)))
+    ref = load_stats(ours)
+    assert (ref.kind, ref.n, ref.mode, ref.network) == ("nfebench", 20, "clean", "net")
+    np.testing.assert_array_equal(ref.sigma, pool.covariance)
+    np.testing.assert_array_equal(ref.mu_s, spatial.mean)
+    assert ref.pool_features.shape == (20, 6)
+
+    adm = tmp_path / "adm.npz"  # ADM reference batch layout
+    np.savez(adm, mu=pool.mean, sigma=pool.covariance, mu_s=spatial.mean, sigma_s=spatial.covariance,
+             arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    ref = load_stats(adm)
+    assert ref.kind == "adm" and ref.has_images and ref.mu_s is not None and ref.mode is None
+
+    clean = tmp_path / "clean.npz"  # clean-fid statistics
+    np.savez(clean, mu=pool.mean, sigma=pool.covariance)
+    ref = load_stats(clean)
+    assert ref.kind == "clean-fid" and ref.mu_s is None and not ref.has_images
+    assert is_stats_file(clean) and not is_stats_file(tmp_path / "missing.npz")
+
+
+def test_stats_files_bad_input(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        load_stats(tmp_path / "none.npz")
+    images = tmp_path / "images.npz"
+    np.savez(images, arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(InputError, match=r"images.npz: a statistics file needs arrays 'mu' and 'sigma'"):
+        load_stats(images)
+    bad = tmp_path / "nan.npz"
+    np.savez(bad, mu=np.full(3, np.nan), sigma=np.eye(3))
+    with pytest.raises(InputError, match="nan.npz: statistics contain NaN"):
+        load_stats(bad)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="junk.npz: not a readable"):
+        load_stats(junk)

