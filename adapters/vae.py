@@ -89,7 +89,9 @@ class SDVAEDecoder:
             vae = AutoencoderKL.from_pretrained(path, local_files_only=True).to(device)
             self.weights = _weights_fingerprint(Path(path))
         vae.encoder = None  # decode only: the encoder is 34M parameters we never run
-        self.vae = vae.to(dtype=dtype).eval().requires_grad_(False)
+        if next(vae.parameters()).dtype != dtype:  # diffusers warns on every .to(dtype), even a no-op
+            vae = vae.to(dtype=dtype)
+        self.vae = vae.eval().requires_grad_(False)
         self.scaling_factor = float(vae.config.scaling_factor)
 
     @property

@@ -59,6 +59,10 @@ SAME, SLOWER, FASTER, MORE_MEMORY, LESS_MEMORY, CHANGED, MISSING, NEW, FAILED, F
 REGRESSIONS = (SLOWER, MORE_MEMORY, CHANGED, MISSING, FAILED)
 
 
+class OtherMachineError(InputError):
+    """The two runs come from different devices or backends: nothing can be compared."""
+
+
 @dataclass(frozen=True)
 class Change:
     """One setting compared. `adjusted` is the current value after calibration scaling;
@@ -180,7 +184,7 @@ def compare(baseline: list[dict], current: list[dict], *, time_rtol: float = DEF
     if machines[0] != machines[1]:
         def show(ms):
             return "; ".join("/".join(x or "?" for x in m) for m in ms)
-        raise InputError(f"the baseline was measured on {show(machines[0])} but the current run on "
+        raise OtherMachineError(f"the baseline was measured on {show(machines[0])} but the current run on "
                          f"{show(machines[1])} (device/device_name/backend); nothing compared. Compare runs "
                          "from the same device and backend, or refresh the baseline (results/README.md)")
     b_rows, c_rows = _index(baseline, "baseline"), _index(current, "current")

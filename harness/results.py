@@ -145,10 +145,16 @@ class RunFile:
         run.add(model="rf-b2", metric=MS_PER_IMAGE, value=12.5, n=10, ...)
     """
 
-    def __init__(self, path: str | Path, provenance: Mapping[str, Any] | None = None):
+    def __init__(self, path: str | Path, provenance: Mapping[str, Any] | None = None, *, append: bool = False):
+        """`append`: keep the rows a file at `path` already holds (each with its own
+        provenance) and add after them; otherwise the file is started afresh."""
         self.path = Path(path)
         self.provenance = dict(provenance or new_provenance())
         self.rows: list[dict[str, Any]] = []
+        if append and self.path.exists():
+            read_run(self.path)  # refuses a file that is not a run file before it is rewritten
+            with open(self.path, newline="", encoding="utf-8") as f:
+                self.rows = list(csv.DictReader(f))
 
     def add(self, **row: Any) -> dict[str, Any]:
         unknown = set(row) - set(COLUMNS)

@@ -98,6 +98,12 @@ def check_generate_inputs(info: ModelInfo, noise: torch.Tensor,
         )
 
 
+def weights_with_decoder(weights: str, decoder_weights: str | None) -> str:
+    """A row's `weights` for decoded images: the generator's, plus the decoder's if any
+    (``"random-init+vae:random-init"``), so a row never hides a random decoder."""
+    return weights if decoder_weights is None else f"{weights}+vae:{decoder_weights}"
+
+
 def check_guidance(name: str, guidance: object) -> float:
     """A guidance scale as a float; anything but a finite real number is an InputError."""
     if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):

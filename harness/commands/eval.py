@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from adapters import load_sampler
     from harness.evaluate import evaluate_sampler, open_source, parse_metrics
     from harness.results import RunFile
+    from harness.sampler import weights_with_decoder
     from harness.timing.sweep import device_name
 
     metrics = parse_metrics(args.metrics)
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     for msg in skipped:
         print(f"nfebench eval: {msg}", file=sys.stderr)
     info = sampler.info
-    run_file = RunFile(args.out)
+    run_file = RunFile(args.out, append=True)
+    weights = weights_with_decoder(info.weights, getattr(sampler, "decoder_weights", None))
     config = {"reference": ctx["reference"], "reference_n": ctx["reference_n"], "mode": ctx["mode"],
               "network": ctx["network"], "quantization": ctx["quantization"], **overrides}
     for v in values:
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         run_file.add(model=info.name, family=info.family, params=info.params, nfe=info.nfe, backend="torch",
                      device=str(device), device_name=device_name(device), dtype=args.dtype, compiled=False,
                      batch_size=args.batch_size, decode="on", guidance=args.guidance, seed=args.seed,
-                     weights=info.weights, metric=v.metric, value=v.value, spread=v.spread, n=v.n,
+                     weights=weights, metric=v.metric, value=v.value, spread=v.spread, n=v.n,
                      notes=f"{notes}; {v.notes}" if v.notes else notes, config=config)
         print(f"{v.metric:>9}  {v.value:.6g}  (N={v.n})")
     print(f"wrote {len(values)} row(s) to {args.out}")

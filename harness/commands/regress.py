@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spread-k", type=float, default=regress.DEFAULT_SPREAD_K,
                    help="how many combined spreads a timing change must also exceed (default: %(default)s)")
     p.add_argument("--all", action="store_true", help="list unchanged settings too")
+    p.add_argument("--other-machine", choices=("refuse", "skip"), default="refuse",
+                   help="runs from different devices or backends: refuse (exit 2, the default) or skip "
+                        "(print SKIPPED with the reason and exit 0, for CI machines without a baseline of their own)")
 
 
 def _fmt(x: float | None) -> str:
@@ -24,8 +27,14 @@ def _fmt(x: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = regress.compare_files(args.baseline, args.current, time_rtol=args.time_rtol,
-                                   metric_atol=args.metric_atol, spread_k=args.spread_k)
+    try:
+        report = regress.compare_files(args.baseline, args.current, time_rtol=args.time_rtol,
+                                       metric_atol=args.metric_atol, spread_k=args.spread_k)
+    except regress.OtherMachineError as exc:
+        if args.other_machine == "refuse":
+            raise
+        print(f"nfebench regress: SKIPPED, nothing compared: {exc}")
+        return 0
     from rich.console import Console
     from rich.table import Table
 

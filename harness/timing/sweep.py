@@ -51,7 +51,7 @@ from adapters import get_spec, load_sampler, model_info
 from harness.errors import InputError
 from harness.results import (CALIBRATION_MS, ERROR, IMAGES_PER_S, MFU, MS_PER_BATCH, MS_PER_IMAGE, OOM,
                              PEAK_MEM_MB, RunFile, atomic_write)
-from harness.sampler import ModelInfo, Sampler
+from harness.sampler import ModelInfo, Sampler, weights_with_decoder
 from harness.seeding import sample_labels, sample_noise
 from harness.timing.clocks import Clock, Timing, clock_for, measure, median_mad
 from harness.timing.memory import PeakMemory
@@ -96,6 +96,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # and one or two timed calls (n says how many).
     "cpu": dict(models=B2_MODELS, batch_sizes=(1, 2), decode="both", device="cpu", dtype="float32",
                 compile="none", warmup=1, repeats=5, max_time=6.0),
+    # The CI regression gate (.ci/regress): generators only, batch 1, about a minute.
+    "ci": dict(models=B2_MODELS, batch_sizes=(1,), decode="off", device="cpu", dtype="float32",
+               compile="none", warmup=1, repeats=5, max_time=3.0),
     "gpu": dict(models=B2_MODELS, batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256), decode="both", device="cuda",
                 dtype="bfloat16", compile="both", warmup=3, repeats=20, max_time=10.0),
 }
@@ -351,9 +354,7 @@ class _Runner:
                    compiled_what: str | None) -> None:
         c, bs = self.config, point.batch_size
         latent = info.space == "latent"
-        weights = info.weights
-        if point.part == END_TO_END and latent:
-            weights = f"{info.weights}+vae:{dec_weights}"
+        weights = weights_with_decoder(info.weights, dec_weights if point.part == END_TO_END and latent else None)
         settings = self._settings(info, point, weights)
         if point.part == DECODER:
             vae = getattr(sampler, "decoder", None)

@@ -174,6 +174,9 @@ def test_baseline_from_another_device_compares_nothing(tmp_path, capsys):
     jax = write(tmp_path / "j.csv", [{**r, "backend": "jax"} for r in bench_rows()])
     with pytest.raises(InputError, match="backend"):
         regress.compare_files(base, jax)
+    # CI machines without a baseline of their own may ask to skip, and are told so.
+    assert run_cli("--baseline", base, "--current", cur, "--other-machine", "skip") == 0
+    assert "SKIPPED, nothing compared: the baseline was measured on cpu/Test CPU" in capsys.readouterr().out
 
 
 def test_unusable_inputs_exit_2(tmp_path, capsys):

@@ -53,3 +53,24 @@ def test_read_run_rejects_foreign_and_empty_files(tmp_path):
         csv.writer(f).writerow(COLUMNS)
     with pytest.raises(InputError, match="no rows"):
         read_run(empty)
+
+
+def test_append_keeps_earlier_rows_and_their_provenance(tmp_path):
+    path = tmp_path / "r.csv"
+    first = RunFile(path)
+    first.add(model="a", metric=MS_PER_IMAGE, value=1.0)
+    second = RunFile(path, append=True)
+    second.add(model="b", metric=MS_PER_IMAGE, value=2.0)
+    df = read_run(path)
+    assert df["model"].tolist() == ["a", "b"]
+    assert df["run_id"].tolist() == [first.provenance["run_id"], second.provenance["run_id"]]
+    RunFile(path).add(model="c", metric=MS_PER_IMAGE, value=3.0)  # without append: a fresh file
+    assert read_run(path)["model"].tolist() == ["c"]
+
+
+def test_append_refuses_a_file_that_is_not_a_run(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="lacks the result columns"):
+        RunFile(path, append=True)
+    assert path.read_text() == "a,b\n1,2\n"
