@@ -10,8 +10,9 @@ import dataclasses
 import difflib
 from dataclasses import dataclass
 from importlib import import_module
+from contextlib import contextmanager
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -19,6 +20,7 @@ from harness.errors import InputError
 from harness.sampler import ModelInfo, Sampler
 
 ENTRY_POINT_GROUP = "nfebench.adapters"
+RANDOM_INIT_SEED = 0  # the seed random weights are drawn with (see seeded_init)
 
 # Built-in families: module imported on demand, each registers its ids.
 _BUILTIN_MODULES = ("adapters.tarflow", "adapters.biflow", "adapters.flowmatch")
@@ -113,7 +115,19 @@ def load_sampler(model_id: str, checkpoint: str | None = None, device: str | tor
     """
     spec = get_spec(model_id)
     config = resolve_config(model_id, **config_overrides)
-    return spec.build(model_id, config, checkpoint=checkpoint, device=torch.device(device), dtype=dtype)
+    device = torch.device(device)
+    with seeded_init(device):
+        return spec.build(model_id, config, checkpoint=checkpoint, device=device, dtype=dtype)
+
+
+@contextmanager
+def seeded_init(device: torch.device) -> Iterator[None]:
+    """Run a build under a fixed seed, leaving the caller's random state untouched: random
+    weights ("random-init") are then the same tensors in every process on a device type,
+    so numbers measured on them are reproducible and can be held to a baseline."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        yield
 
 
 def model_info(model_id: str, **config_overrides: Any) -> ModelInfo:

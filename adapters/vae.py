@@ -82,7 +82,9 @@ class SDVAEDecoder:
 
         path = resolve_vae_source(source)
         if path is None:
-            with torch.device(device):
+            from adapters.registry import seeded_init
+
+            with seeded_init(torch.device(device)), torch.device(device):
                 vae = AutoencoderKL(**SD_VAE_CONFIG)
             self.weights = RANDOM_INIT
         else:

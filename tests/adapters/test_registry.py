@@ -86,3 +86,11 @@ def test_outside_package_registers_through_entry_points(tmp_path, monkeypatch):
     assert "outside-s" in list_models()
     assert EXPECTED_IDS <= set(list_models())
     assert load_sampler("outside-s").info.sample_shape == (3, 6, 6)
+
+
+def test_random_weights_are_the_same_in_every_build_and_leave_the_rng_alone(toy_family):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a, b = load_sampler(toy_family), load_sampler(toy_family)
+    assert torch.equal(a.net.weight, b.net.weight)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is untouched

@@ -64,3 +64,9 @@ def test_named_source_that_is_absent_is_refused(monkeypatch, tmp_path):
 def test_folder_without_config_is_refused(tmp_path):
     with pytest.raises(InputError, match="no config.json"):
         resolve_vae_source(str(tmp_path))
+
+
+def test_random_decoder_weights_are_reproducible(monkeypatch):
+    monkeypatch.setenv("NFEBENCH_VAE", "random")
+    a, b = SDVAEDecoder(), SDVAEDecoder()
+    assert torch.equal(a.vae.decoder.conv_in.weight, b.vae.decoder.conv_in.weight)

@@ -199,3 +199,15 @@ def test_unusable_inputs_exit_2(tmp_path, capsys):
         assert run_cli("--baseline", good, "--current", path) == 2, path
         assert message in capsys.readouterr().err, path
     assert run_cli("--baseline", good, "--current", good, "--time-rtol", "-1") == 2
+
+
+def test_small_absolute_memory_growth_is_noise(tmp_path):
+    """CPU peak resident growth of a small point moves by tens of MiB run to run."""
+    small = [{**r, "value": 12.6} if r["metric"] == PEAK_MEM_MB else r for r in bench_rows()]
+    noisy = [{**r, "value": 21.8} if r["metric"] == PEAK_MEM_MB else r for r in bench_rows()]
+    report = regress.compare_files(write(tmp_path / "b.csv", small), write(tmp_path / "c.csv", noisy))
+    assert report.regressions == []
+    grown = [{**r, "value": 12.6 + 2 * regress.MEMORY_ATOL_MB} if r["metric"] == PEAK_MEM_MB else r
+             for r in bench_rows()]
+    report = regress.compare_files(write(tmp_path / "b.csv", small), write(tmp_path / "g.csv", grown))
+    assert {c.verdict for c in report.regressions} == {regress.MORE_MEMORY}
