@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from harness.errors import InputError
+from harness.results import file_digest
 
 
 def file_sha256(path: str | Path) -> str:
-    """`"sha256:<hex>"` of a file, read in 1 MiB chunks; this is `ModelInfo.weights`."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    """`"sha256:<hex>"` of a file; this is `ModelInfo.weights`."""
+    return "sha256:" + file_digest(path, "sha256")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -73,7 +73,6 @@ class ImageFolder:
         if not self.files:
             raise InputError(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         self.count = len(self.files)
-        self.labels = None
 
     def _read(self, file: Path) -> np.ndarray:
         from PIL import Image
@@ -105,8 +104,6 @@ class NpzImages:
         try:
             with zipfile.ZipFile(path) as z, z.open("arr_0.npy") as f:
                 self.shape, self.dtype = _read_npy_header(f, path)
-            data = np.load(path)
-            self.labels = data["arr_1"] if "arr_1" in data.files else None
         except KeyError as exc:
             raise InputError(f"{path}: an image .npz needs the array arr_0 (uint8 NHWC)") from exc
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -207,11 +204,17 @@ class FeatureCollector:
             r.pool_features.append(f["pool"].float().cpu().numpy())
 
 
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be a positive integer, got {batch_size}")
+
+
 def collect(source: ImageFolder | NpzImages, extractor: InceptionFeatures, metrics: tuple[str, ...], mode: str,
             batch_size: int, *, keep_features: bool = False, desc: str = "features") -> Collected:
     """Features of every image of `source`, with a tqdm progress bar."""
     from tqdm.auto import tqdm
 
+    check_batch_size(batch_size)
     col = FeatureCollector(extractor, metrics, mode, keep_features)
     with tqdm(total=source.count, desc=desc, unit="img", leave=False) as bar:
         for batch in source.batches(batch_size):
@@ -439,8 +442,7 @@ def evaluate_sampler(sampler, reference, *, num_samples: int, batch_size: int, s
 
     if num_samples < MIN_SAMPLES:
         raise InputError(f"--num-samples must be at least {MIN_SAMPLES}, got {num_samples}")
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be positive, got {batch_size}")
+    check_batch_size(batch_size)
     check_mode(mode)
     extractor = _extractor(device, logits_path, metrics)
     ref = prepare_reference(reference, extractor, metrics, mode, batch_size)

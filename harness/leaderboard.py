@@ -35,9 +35,9 @@ from typing import Iterable
 
 from harness.errors import InputError
 from harness.results import CALIBRATION_MS, FID, IS, MS_PER_IMAGE, OK, atomic_write, read_run
+from harness.sampler import RANDOM_INIT
 
 EVIDENCE = ("verified", "secondary")
-RANDOM_WEIGHTS = "random-init"
 
 # Model-id prefix -> the prefix of the autoregressive teacher of the same size it is compared
 # with: biflow-b2 -> itarflow-b2.
@@ -87,7 +87,7 @@ def text(value) -> str:
 
 def is_random_weights(weights: str) -> bool:
     """True for weights measured at random init, alone or combined (``random-init+vae:sha256:...``)."""
-    return RANDOM_WEIGHTS in str(weights)
+    return RANDOM_INIT in str(weights)
 
 
 def read_published(path: str | Path = DEFAULT_PUBLISHED) -> list[dict]:
@@ -183,7 +183,7 @@ def build(rows: list[dict]) -> list[dict]:
         One dict per model x setting with the keys of `LEADERBOARD_COLUMNS`, sorted by FID
         rank (rows without FID last), then model and setting.
     """
-    usable = [r for r in rows if r["status"] == OK and math.isfinite(r["value"]) and r["model"] != "calibration"
+    usable = [r for r in rows if r["status"] == OK and math.isfinite(r["value"])
               and r["metric"] != CALIBRATION_MS]
     timing = [r for r in usable if r["metric"] == MS_PER_IMAGE and r["decode"] in ("on", "off")]
     quality = [r for r in usable if r["metric"] in (FID, IS) and not is_random_weights(r["weights"])]

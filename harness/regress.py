@@ -38,8 +38,8 @@ from pathlib import Path
 
 from harness.errors import InputError
 from harness.leaderboard import records
-from harness.results import (CALIBRATION_MS, IMAGES_PER_S, MFU, MS_PER_BATCH, MS_PER_IMAGE, OK, PEAK_MEM_MB,
-                             QUALITY_METRICS, read_run)
+from harness.results import (CALIBRATION_MS, FID, IMAGES_PER_S, MFU, MS_PER_BATCH, MS_PER_IMAGE, OK, PEAK_MEM_MB,
+                             QUALITY_METRICS, SFID, read_run)
 
 SETTING = ("model", "nfe", "device", "device_name", "backend", "dtype", "compiled", "batch_size", "decode",
            "guidance", "config", "metric")
@@ -49,7 +49,7 @@ TIMES = (MS_PER_BATCH, MS_PER_IMAGE)      # lower is better, scaled by the calib
 THROUGHPUTS = (IMAGES_PER_S, MFU)         # higher is better, scaled by the calibration ratio
 MEMORY = (PEAK_MEM_MB,)                   # lower is better, not scaled
 TIMING = TIMES + THROUGHPUTS + MEMORY
-LOWER_IS_BETTER = ("fid", "sfid")         # among quality metrics; the rest of QUALITY_METRICS: higher
+LOWER_IS_BETTER = (FID, SFID)         # among quality metrics; the rest of QUALITY_METRICS: higher
 
 DEFAULT_TIME_RTOL = 0.10
 DEFAULT_METRIC_ATOL = 0.01

@@ -12,6 +12,7 @@ Schema history (``schema_version`` column):
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -43,7 +44,6 @@ PRECISION = "precision"
 RECALL = "recall"
 # Each bench run times one fixed workload on its machine, so timings compare as ratios to it.
 CALIBRATION_MS = "calibration_ms"
-TIMING_METRICS = (MS_PER_BATCH, MS_PER_IMAGE, IMAGES_PER_S, PEAK_MEM_MB, MFU)
 QUALITY_METRICS = (FID, IS, SFID, PRECISION, RECALL)
 
 # Row status: "ok" rows have a value; "oom" and "error" rows record a point that failed.
@@ -115,6 +115,23 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_digests: dict[tuple, str] = {}  # (path, size, mtime_ns, algorithm) -> hex digest
+
+
+def file_digest(path: str | Path, algorithm: str) -> str:
+    """Hex digest of a file, remembered per (path, size, mtime) so a process hashes it once."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, algorithm)
+    if key not in _digests:
+        h = hashlib.new(algorithm)
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _digests[key] = h.hexdigest()
+    return _digests[key]
 
 
 def _cell(value: Any) -> Any:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.timing.sweep import (COMPILE_CHOICES, DECODE_CHOICES, DEVICES, DTYPES, PRESETS, SweepConfig,
+from harness.devices import DEVICES
+from harness.timing.sweep import (COMPILE_CHOICES, DECODE_CHOICES, DTYPES, PRESETS, SweepConfig,
                                   resolve_device, run_sweep, with_preset)
 
 RUNS_DIR = Path("results/runs")
@@ -47,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", type=_ints, help=_help("batch_sizes"))
     p.add_argument("--decode", choices=DECODE_CHOICES, help=_help("decode"))
     # Not `choices`: an unknown device gets nfebench's own message (exit 2) naming the valid ones.
-    p.add_argument("--device", help=f"{', '.join(DEVICES)} (default: auto)")
+    p.add_argument("--device", help=f"{', '.join(DEVICES)} or cuda:N (default: auto)")
     p.add_argument("--dtype", choices=tuple(DTYPES), help=_help("dtype"))
     p.add_argument("--compile", choices=COMPILE_CHOICES, help=_help("compile"))
     p.add_argument("--warmup", type=int, help=_help("warmup"))

@@ -51,11 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-samples", type=int, required=True, help="N (50000 for FID-50K)")
     p.add_argument("--ref", required=True,
                    help="reference: ADM reference batch, statistics .npz, image .npz or image folder")
-    p.add_argument("--batch-size", type=int, required=True, help="images per generate/decode/Inception call")
     p.add_argument("--seed", type=int, required=True, help="sample i uses noise and label from (seed, i)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     p.add_argument("--dtype", choices=_DTYPES, default="float32", help="generator dtype (default float32)")
-    add_common_arguments(p)
+    add_common_arguments(p, batch_size=None)
     p.add_argument("--save-samples", metavar="PATH.npz", help="also write the samples as an ADM sample batch")
     p.add_argument("--out", required=True, help="run file (CSV) the metric rows are added to")
 
@@ -67,30 +66,33 @@ def run(args: argparse.Namespace) -> int:
     from harness.evaluate import evaluate_sampler, open_source, parse_metrics
     from harness.results import RunFile
     from harness.sampler import weights_with_decoder
-    from harness.timing.sweep import device_name
+    from harness.devices import device_name, resolve_device
 
+    # Every check on the arguments before any sampling: a bad --out must not cost hours.
     metrics = parse_metrics(args.metrics)
     overrides = parse_overrides(args.overrides)
     reference = open_source(args.ref)
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
+    run_file = RunFile(args.out, append=True)
+    if args.save_samples and not args.save_samples.endswith(".npz"):
+        raise InputError(f"--save-samples {args.save_samples}: the file name must end in .npz")
     sampler = load_sampler(args.model, checkpoint=args.checkpoint, device=device,
                            dtype=getattr(torch, args.dtype), **overrides)
     with caveats_to_stderr("eval"):
         values, skipped, ctx = evaluate_sampler(
             sampler, reference, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
-            guidance=args.guidance, metrics=metrics, mode=args.mode, device=args.device,
+            guidance=args.guidance, metrics=metrics, mode=args.mode, device=str(device),
             logits_path=args.inception_weights, save_samples=args.save_samples)
     for msg in skipped:
         print(f"nfebench eval: {msg}", file=sys.stderr)
     info = sampler.info
-    run_file = RunFile(args.out, append=True)
     weights = weights_with_decoder(info.weights, getattr(sampler, "decoder_weights", None))
     config = {"reference": ctx["reference"], "reference_n": ctx["reference_n"], "mode": ctx["mode"],
               "network": ctx["network"], "quantization": ctx["quantization"], **overrides}
     for v in values:
         notes = f"{v.metric} of N={v.n} samples vs {ctx['reference']} ({ctx['mode']} mode, {ctx['network']})"
         run_file.add(model=info.name, family=info.family, params=info.params, nfe=info.nfe, backend="torch",
-                     device=str(device), device_name=device_name(device), dtype=args.dtype, compiled=False,
+                     device=device.type, device_name=device_name(device), dtype=args.dtype, compiled=False,
                      batch_size=args.batch_size, decode="on", guidance=args.guidance, seed=args.seed,
                      weights=weights, metric=v.metric, value=v.value, spread=v.spread, n=v.n,
                      notes=f"{notes}; {v.notes}" if v.notes else notes, config=config)

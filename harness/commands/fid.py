@@ -16,8 +16,22 @@ import warnings
 from harness.metrics.preprocess import ADM, MODES
 
 
-def add_common_arguments(p: argparse.ArgumentParser, metrics: bool = True) -> None:
-    """Options shared by `fid`, `ref-stats` and `eval`."""
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer, or a usage error (exit 2) naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_common_arguments(p: argparse.ArgumentParser, metrics: bool = True, batch_size: int | None = 50) -> None:
+    """Options shared by `fid`, `ref-stats` and `eval` (`batch_size`: the default, None = required)."""
+    p.add_argument("--batch-size", type=positive_int, default=batch_size, required=batch_size is None,
+                   help="images per generate/decode/Inception call" if batch_size is None
+                   else f"images per Inception call (default {batch_size})")
     p.add_argument("--mode", choices=MODES, default=ADM,
                    help="preprocessing: adm (TF1 bilinear resize, as ADM and torch-fidelity; default) or "
                         "clean (clean-fid's PIL bicubic resize)")
@@ -49,17 +63,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", help="samples: image folder, image .npz (arr_0) or statistics .npz")
     p.add_argument("b", help="reference: image folder, image .npz, ADM reference batch or statistics .npz")
     add_common_arguments(p)
-    p.add_argument("--batch-size", type=int, default=50, help="images per Inception call (default 50)")
     p.add_argument("--json", action="store_true", help="print one JSON object (key 'fid' holds the FID)")
 
 
 def run(args: argparse.Namespace) -> int:
     from harness.evaluate import compare_sources, open_source, parse_metrics
 
+    from harness.devices import resolve_device
+
     metrics = parse_metrics(args.metrics)
+    device = str(resolve_device(args.device))
     with caveats_to_stderr("fid"):
         values, skipped, ctx = compare_sources(open_source(args.a), open_source(args.b), metrics=metrics,
-                                               mode=args.mode, batch_size=args.batch_size, device=args.device,
+                                               mode=args.mode, batch_size=args.batch_size, device=device,
                                                logits_path=args.inception_weights)
     for msg in skipped:
         print(f"nfebench fid: {msg}", file=sys.stderr)

@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     ids = [m for m in list_models() if args.family is None or get_spec(m).family == args.family]
     infos = [model_info(m) for m in ids]
     if args.json:
-        print(json.dumps([i.to_dict() for i in infos], indent=2))
+        print(json.dumps([{**i.to_dict(), "description": get_spec(i.name).description} for i in infos], indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table

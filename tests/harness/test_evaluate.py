@@ -26,6 +26,7 @@ from harness.metrics.fid import frechet_distance, load_stats
 from harness.results import read_run
 from harness.sampler import RANDOM_INIT, ModelInfo
 from harness.seeding import sample_labels, sample_noise
+from harness.results import file_digest
 
 N = 4
 
@@ -78,7 +79,7 @@ def fake_logits_file(tmp_path, monkeypatch):
         state = tfi.FeatureExtractorInceptionV3("x", ["2048"], feature_extractor_weights_path=str(empty)).state_dict()
     path = tmp_path / "fake-inception.pth"
     torch.save(state, path)
-    monkeypatch.setattr(inception, "LOGITS_SHA256_PREFIX", inception.file_digest(path, "sha256")[:8])
+    monkeypatch.setattr(inception, "LOGITS_SHA256_PREFIX", file_digest(path, "sha256")[:8])
     return path
 
 

@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from harness.results import file_digest
+
 from harness.errors import InputError
 from harness.evaluate import collect, open_source
 from harness.metrics.fid import frechet_distance
@@ -180,7 +182,7 @@ def test_logits_weights_found_checked_and_loaded(tmp_path, monkeypatch):
     assert find_logits_file() == fake
     with pytest.raises(InputError, match="has sha256 .* expected a digest starting 6726825d"):
         load_logits_weight(fake)
-    prefix = inception.file_digest(fake, "sha256")[:8]
+    prefix = file_digest(fake, "sha256")[:8]
     w = load_logits_weight(fake, sha256_prefix=prefix)
     torch.testing.assert_close(w, state["fc.weight"])
     with pytest.raises(InputError, match="empty.pth could not be loaded by torch-fidelity"):
