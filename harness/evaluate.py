@@ -273,13 +273,13 @@ def prepare_reference(source, extractor: InceptionFeatures | None, metrics: tupl
             features = col.features()
         return Reference(name, source.mu, source.sigma, source.mu_s, source.sigma_s, source.n, features)
     col = collect(source, extractor, metrics, mode, batch_size, desc="reference")
-    _check_count(col.count, name)
+    check_count(col.count, name)
     spatial = col.spatial
     mu_s, sigma_s = (spatial.mean, spatial.covariance) if spatial is not None else (None, None)
     return Reference(name, col.pool.mean, col.pool.covariance, mu_s, sigma_s, col.count, col.features())
 
 
-def _check_count(n: int, what: str) -> None:
+def check_count(n: int, what: str) -> None:
     if n < MIN_SAMPLES:
         raise InputError(f"{what}: FID needs at least {MIN_SAMPLES} images, got {n}")
     if n < RELIABLE_SAMPLES:
@@ -290,7 +290,7 @@ def _check_count(n: int, what: str) -> None:
 def compute_metrics(samples: Collected, reference: Reference, metrics: tuple[str, ...],
                     extractor: InceptionFeatures) -> tuple[list[MetricValue], list[str]]:
     """The asked-for metrics of `samples` against `reference`: (values, messages about skipped ones)."""
-    _check_count(samples.count, "samples")
+    check_count(samples.count, "samples")
     n = samples.count
     out, skipped = [], []
     if "fid" in metrics:

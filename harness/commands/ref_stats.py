@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.commands.fid import add_common_arguments
+from harness.commands.fid import add_common_arguments, caveats_to_stderr
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.devices import resolve_device
     from harness.errors import InputError
-    from harness.evaluate import ImageFolder, NpzImages, collect, open_source
+    from harness.evaluate import ImageFolder, NpzImages, check_count, collect, open_source
     from harness.metrics.fid import save_stats
     from harness.metrics.inception import InceptionFeatures
 
@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     extractor = InceptionFeatures(str(resolve_device(args.device)))
     col = collect(source, extractor, ("fid", "sfid"), args.mode, args.batch_size,
                   keep_features=args.with_features, desc="ref-stats")
-    if col.count < 2:
-        raise InputError(f"{args.source}: statistics need at least 2 images, got {col.count}")
+    with caveats_to_stderr("ref-stats"):
+        check_count(col.count, args.source)  # the same minimum (and small-N warning) as fid and eval
     save_stats(args.out, col.pool, col.spatial, mode=args.mode, network=extractor.network,
                pool_features=col.features())
     print(f"wrote {args.out}: N={col.count}, mode {args.mode}, network {extractor.network}")
