@@ -92,8 +92,11 @@ def resolve_config(model_id: str, **config_overrides: Any) -> Any:
     return dataclasses.replace(spec.config, **config_overrides)
 
 
+BACKENDS = ("torch", "jax")
+
+
 def load_sampler(model_id: str, checkpoint: str | None = None, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, **config_overrides: Any) -> Sampler:
+                 dtype: torch.dtype = torch.float32, *, backend: str = "torch", **config_overrides: Any) -> Sampler:
     """Build the sampler registered as `model_id`.
 
     Args:
@@ -103,6 +106,9 @@ def load_sampler(model_id: str, checkpoint: str | None = None, device: str | tor
         device: torch device for the generator (and decoder). ``"meta"`` builds without
             memory, for counting parameters.
         dtype: parameter and compute dtype.
+        backend: "torch", or "jax" for the Flax port with the same weights
+            (`adapters.jax.sampler.load_jax_sampler`; `device` is then a JAX platform:
+            "auto", "cpu", "gpu" or "tpu", and `dtype` may be given by name).
         **config_overrides: fields of the id's config dataclass to change, e.g.
             ``num_blocks=2`` for a small TARFlow.
 
@@ -113,6 +119,12 @@ def load_sampler(model_id: str, checkpoint: str | None = None, device: str | tor
         >>> s.info.sample_shape
         (3, 32, 32)
     """
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "jax":
+        from adapters.jax.sampler import load_jax_sampler
+
+        return load_jax_sampler(model_id, checkpoint, dtype=dtype, device=str(device), **config_overrides)
     spec = get_spec(model_id)
     config = resolve_config(model_id, **config_overrides)
     device = torch.device(device)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness.devices import DEVICES
 from harness.timing.sweep import (COMPILE_CHOICES, DECODE_CHOICES, DTYPES, PRESETS, SweepConfig,
-                                  resolve_device, run_sweep, with_preset)
+                                  resolve_device, run_sweep, validate, with_preset)
 
 RUNS_DIR = Path("results/runs")
 
@@ -42,8 +42,13 @@ def _help(name: str) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="a named sweep: cpu (B/2 models, batch 1 and 2, float32, with and without decode) or "
-                        "gpu (CUDA, bfloat16, batch 1 to 256, eager and torch.compile); options below override it")
+                   help="a named sweep: cpu (B/2 models, batch 1 and 2, float32, with and without decode), "
+                        "gpu (CUDA, bfloat16, batch 1 to 256, eager and torch.compile), tpu (JAX on every TPU chip, "
+                        "bfloat16, batch 1 to 256; NFEBENCH_ALLOW_CPU=1 runs it on the CPU) or ci; "
+                        "options below override it")
+    p.add_argument("--backend", choices=("torch", "jax"),
+                   help="torch (default), or jax: the Flax ports with the same weights, XLA-compiled, the batch split "
+                        "over every local device of --device (cpu, gpu, tpu; auto: JAX's default)")
     p.add_argument("--models", type=_ids, help="comma-separated model ids (default: the four B/2 models)")
     p.add_argument("--batch-sizes", type=_ints, help=_help("batch_sizes"))
     p.add_argument("--decode", choices=DECODE_CHOICES, help=_help("decode"))
@@ -58,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help=_help("seed"))
     p.add_argument("--no-calibration", action="store_true", help="skip the calibration workload row")
     p.add_argument("--out", type=Path,
-                   help="run file to create (default: results/runs/bench-<preset>-<device>-<run id>.csv)")
+                   help="run file to create (default: results/runs/bench-<preset>-<backend>-<device>-<run id>.csv)")
     p.add_argument("--pyperf-json", type=Path,
                    help="pyperf JSON file to create (default: the run file's name with .pyperf.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -70,13 +75,14 @@ def run(args: argparse.Namespace) -> int:
     from harness.results import new_provenance
     from harness.timing.summary import speedup_table, timing_table
 
-    config = with_preset(args.preset, models=args.models, batch_sizes=args.batch_sizes, decode=args.decode,
+    config = with_preset(args.preset, backend=args.backend, models=args.models, batch_sizes=args.batch_sizes, decode=args.decode,
                          device=args.device, dtype=args.dtype, compile=args.compile, warmup=args.warmup,
                          repeats=args.repeats, max_time=args.max_time, guidance=args.guidance, seed=args.seed,
                          calibrate=False if args.no_calibration else None)
-    device = resolve_device(config.device)  # fails early (exit 2) when CUDA is asked for and absent
+    validate(config)  # fails early (exit 2): unknown ids, CUDA or a TPU asked for and absent, JAX not installed
     provenance = new_provenance()
-    out = args.out or RUNS_DIR / f"bench-{args.preset or 'custom'}-{device.type}-{provenance['run_id']}.csv"
+    where = config.device if config.backend == "jax" else resolve_device(config.device).type
+    out = args.out or RUNS_DIR / f"bench-{args.preset or 'custom'}-{config.backend}-{where}-{provenance['run_id']}.csv"
     pyperf_json = args.pyperf_json or out.with_name(out.stem + ".pyperf.json")
     console = Console()
     try:

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 from rich.table import Table
 
-from harness.results import CALIBRATION_MS, IMAGES_PER_S, MFU, MS_PER_IMAGE, OK, PEAK_MEM_MB
+from harness.results import CALIBRATION_MS, COMPILE_MS, IMAGES_PER_S, MFU, MS_PER_IMAGE, OK, PEAK_MEM_MB
 
 FAST, SLOW = "biflow-b2", "itarflow-b2"
 # BiFlow paper speed table (arXiv 2512.10953; read only in secondary write-ups): on a TPU,
@@ -55,22 +55,28 @@ def _fmt(row: Row | None) -> str:
 
 def timing_table(rows: Iterable[Row], title: str = "nfebench bench") -> Table:
     """One line per measured point: median ms per image, its MAD and the number of timed
-    calls, images/s, peak memory (MiB), MFU; failed points show their status."""
+    calls, images/s, peak memory (MiB), MFU, and for JAX runs the compile time (s);
+    failed points show their status."""
+    rows = list(rows)
+    points = _points(rows)
+    compile_col = any(COMPILE_MS in m for m in points.values())
     table = Table(title=title)
-    for col in ("model", "comp", "bs", "decode", "ms/img", "±", "n", "img/s", "MiB", "MFU"):
+    for col in ("model", "comp", "bs", "decode", "ms/img", "±", "n", "img/s", "MiB", "MFU") + (
+            ("compile s",) if compile_col else ()):
         table.add_column(col, justify="left" if col in ("model", "decode") else "right",
                          no_wrap=col == "model")
-    for (model, compiled, bs, decode), m in _points(rows).items():
+    for (model, compiled, bs, decode), m in points.items():
         first = next(iter(m.values()))
         cells = [model, "yes" if compiled else "no", str(bs), decode]
         if first.get("status", OK) != OK:
-            table.add_row(*cells, f"{first['status']}: {first.get('notes', '')}"[:40], *[""] * 5)
+            table.add_row(*cells, f"{first['status']}: {first.get('notes', '')}"[:40], *[""] * (5 + compile_col))
             continue
         per_image, mfu = m[MS_PER_IMAGE], m.get(MFU)
         spread = "-" if per_image.get("spread") in (None, "") else _num(float(per_image["spread"]))
         table.add_row(*cells, _fmt(per_image), spread, str(per_image.get("n", "")),
                       _fmt(m.get(IMAGES_PER_S)), _fmt(m.get(PEAK_MEM_MB)),
-                      "-" if mfu is None else f"{100 * float(mfu['value']):.1f}%")
+                      "-" if mfu is None else f"{100 * float(mfu['value']):.1f}%",
+                      *((_num(float(m[COMPILE_MS]["value"]) / 1e3) if COMPILE_MS in m else "-",) if compile_col else ()))
     calib = [r for r in rows if r.get("metric") == CALIBRATION_MS]
     if calib:
         workload = (calib[0].get("config") or {}).get("workload", "")

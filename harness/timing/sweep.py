@@ -49,8 +49,8 @@ import torch
 from adapters import get_spec, load_sampler, model_info
 from harness.devices import device_name, resolve_device
 from harness.errors import InputError
-from harness.results import (CALIBRATION_MS, ERROR, IMAGES_PER_S, MFU, MS_PER_BATCH, MS_PER_IMAGE, OOM,
-                             PEAK_MEM_MB, RunFile, atomic_write)
+from harness.results import (CALIBRATION_MS, ERROR, IMAGES_PER_S, IMAGES_PER_S_PER_CHIP, MFU, MS_PER_BATCH,
+                             MS_PER_IMAGE, OOM, PEAK_MEM_MB, RunFile, atomic_write)
 from harness.sampler import ModelInfo, Sampler, weights_with_decoder
 from harness.seeding import sample_labels, sample_noise
 from harness.timing.clocks import Clock, Timing, clock_for, measure, median_mad
@@ -84,6 +84,7 @@ class SweepConfig:
     guidance: float | None = field(default=None, metadata={"help": "guidance scale; None: each model's default"})
     seed: int = field(default=0, metadata={"help": "seed of the noise and labels (harness.seeding)"})
     calibrate: bool = field(default=True, metadata={"help": "time the fixed calibration workload"})
+    backend: str = field(default="torch", metadata={"help": "torch, or jax (the Flax ports, XLA-compiled)"})
     compile_backend: str = "inductor"  # torch.compile backend; tests use "eager"
 
 
@@ -100,7 +101,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                compile="none", warmup=1, repeats=5, max_time=3.0),
     "gpu": dict(models=B2_MODELS, batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256), decode="both", device="cuda",
                 dtype="bfloat16", compile="both", warmup=3, repeats=20, max_time=10.0),
+    # tox -e bench-tpu: the JAX ports on every local TPU chip, the batch split over them.
+    "tpu": dict(backend="jax", models=("biflow-b2", "itarflow-b2", "itarflow-xl2", "rf-b2", "meanflow-b2"),
+                batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256), decode="both", device="tpu", dtype="bfloat16",
+                compile="none", warmup=2, repeats=20, max_time=10.0),
 }
+BACKENDS = ("torch", "jax")
 
 
 def validate(config: SweepConfig) -> None:
@@ -128,6 +134,16 @@ def validate(config: SweepConfig) -> None:
         raise InputError("--compile torch needs --warmup >= 1, so that compilation is not timed")
     if config.max_time is not None and config.max_time <= 0:
         raise InputError(f"--max-time must be positive, got {config.max_time}")
+    if config.backend not in BACKENDS:
+        raise InputError(f"unknown backend {config.backend!r}; choose one of {', '.join(BACKENDS)}")
+    if config.backend == "jax":
+        from adapters.jax.sampler import jax_devices
+
+        if config.compile != "none":
+            raise InputError("--compile applies to torch.compile; the JAX backend always compiles with XLA "
+                             "(its compile time is a row of its own): drop --compile or pass --compile none")
+        jax_devices(config.device)  # no such device: exit 2 with what to install or set
+        return
     resolve_device(config.device)
 
 
@@ -215,12 +231,20 @@ class SweepResult:
 
 
 class _Runner:
-    """Runs the planned points, one sampler at a time, saving rows as it goes."""
+    """Runs the planned points, one sampler at a time, saving rows as it goes (PyTorch;
+    `harness.timing.jax_runner` overrides the backend-specific steps for JAX)."""
+
+    backend = "torch"
+
+    @property
+    def timer_name(self) -> str:
+        return "CUDA events" if self.platform == "cuda" else "time.perf_counter"
 
     def __init__(self, config: SweepConfig, run: RunFile, progress: bool):
         self.config = config
         self.run = run
         self.device = resolve_device(config.device)
+        self.platform = self.device.type
         self.dtype = DTYPES[config.dtype]
         self.clock: Clock = clock_for(self.device)
         self.device_name = device_name(self.device)
@@ -233,7 +257,7 @@ class _Runner:
     # --- rows -------------------------------------------------------------------------
 
     def _settings(self, info: ModelInfo | None, point: Point, weights: str, **over: Any) -> dict[str, Any]:
-        s = dict(backend="torch", device=self.device.type, device_name=self.device_name, dtype=self.config.dtype,
+        s = dict(backend=self.backend, device=self.platform, device_name=self.device_name, dtype=self.config.dtype,
                  compiled=point.compiled, batch_size=point.batch_size, decode=point.part,
                  guidance=self.config.guidance, seed=self.config.seed, weights=weights, model=point.model)
         if info is not None:
@@ -242,11 +266,16 @@ class _Runner:
         return s
 
     def _timing_rows(self, settings: dict[str, Any], config: dict[str, Any], timing: Timing,
-                     peak_mb: float | None, flops_per_batch: float) -> None:
+                     peak_mb: float | None, flops_per_batch: float, chips: int = 1) -> None:
+        """The point's rows; `chips` > 1 when the batch was split over that many devices
+        (the MFU peak is then theirs together, and images/s per chip gets a row)."""
         bs = settings["batch_size"]
         per_call = {MS_PER_BATCH: [v * 1e3 for v in timing.values],
                     MS_PER_IMAGE: [v * 1e3 / bs for v in timing.values],
                     IMAGES_PER_S: [bs / v for v in timing.values]}
+        if self.backend == "jax":
+            per_call[IMAGES_PER_S_PER_CHIP] = [bs / v / chips for v in timing.values]
+            config = {**config, "chips": chips}
         for metric, values in per_call.items():
             med, mad = median_mad(values)
             self.run.add(**settings, metric=metric, value=med, spread=mad if timing.n > 1 else None,
@@ -254,12 +283,13 @@ class _Runner:
         if peak_mb is not None:
             self.run.add(**settings, metric=PEAK_MEM_MB, value=peak_mb, n=timing.n, config=config)
         if self.peak is not None and flops_per_batch > 0:
-            self.run.add(**settings, metric=MFU, value=mfu(flops_per_batch, timing.median, self.peak), n=timing.n,
-                         config={**config, "flops_per_batch": flops_per_batch, "peak_flops": self.peak})
+            peak = self.peak * chips
+            self.run.add(**settings, metric=MFU, value=mfu(flops_per_batch, timing.median, peak), n=timing.n,
+                         config={**config, "flops_per_batch": flops_per_batch, "peak_flops": peak})
 
     def _pyperf(self, name: str, timing: Timing, metadata: dict[str, Any]) -> None:
         meta = {"name": name, "unit": "second", "loops": 1,
-                "timer": "CUDA events" if self.device.type == "cuda" else "time.perf_counter",
+                "timer": self.timer_name,
                 "nfebench_run_id": self.run.provenance["run_id"], "git_sha": self.run.provenance["git_sha"]}
         meta.update({k: v for k, v in metadata.items() if isinstance(v, (int, float, str)) and v != ""})
         run = pyperf.Run(list(timing.values), warmups=[(1, w) for w in timing.warmups], metadata=meta)
@@ -278,7 +308,7 @@ class _Runner:
         work, description = calibration_workload(self.device)
         timing = measure(work, self.clock, warmup=1, repeats=5)
         med, mad = median_mad([v * 1e3 for v in timing.values])
-        row = dict(model=CALIBRATION_ID, backend="torch", device=self.device.type, device_name=self.device_name,
+        row = dict(model=CALIBRATION_ID, backend=self.backend, device=self.platform, device_name=self.device_name,
                    dtype="float32", compiled=False, seed=0, metric=CALIBRATION_MS, value=med, spread=mad, n=timing.n,
                    config={"workload": description, "threads": torch.get_num_threads()})
         self.run.add(**row)
@@ -361,12 +391,16 @@ class _Runner:
         self._timing_rows(settings, config, timing, peak_mb, flops)
         self._pyperf(_benchmark_name(settings), timing, settings)
 
+    @staticmethod
+    def _is_oom(exc: Exception) -> bool:
+        return isinstance(exc, torch.cuda.OutOfMemoryError)  # is torch.OutOfMemoryError: CUDA and CPU
+
     def _failed(self, info: ModelInfo, point: Point, exc: Exception, *, settings: dict[str, Any] | None = None,
                 config: dict[str, Any] | None = None) -> None:
         """One row for a point that did not finish: ``oom`` if it ran out of memory (the sweep
         expects that at large batch sizes), else ``error``, which the command reports."""
         settings = settings or self._settings(info, point, info.weights)
-        if isinstance(exc, torch.cuda.OutOfMemoryError):  # is torch.OutOfMemoryError: CUDA and CPU
+        if self._is_oom(exc):
             self.run.add(**settings, metric=MS_PER_BATCH, status=OOM, notes=_first_line(exc), config=config)
             return
         note = f"{type(exc).__name__}: {_first_line(exc)}"
@@ -424,7 +458,11 @@ def run_sweep(config: SweepConfig, out: str | Path, pyperf_json: str | Path | No
     run = RunFile(out, provenance)
     if pyperf_json is not None and Path(pyperf_json).exists():
         raise InputError(f"pyperf file {pyperf_json} already exists; choose a new --pyperf-json path")
-    runner = _Runner(config, run, progress)
+    if config.backend == "jax":
+        from harness.timing.jax_runner import JaxRunner as runner_class
+    else:
+        runner_class = _Runner
+    runner = runner_class(config, run, progress)
     infos = {m: model_info(m) for m in config.models}
     points = plan(config, infos)
     try:

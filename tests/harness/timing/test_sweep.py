@@ -153,7 +153,7 @@ def test_presets_and_overrides():
     assert gpu.device == "cuda" and gpu.dtype == "bfloat16" and gpu.compile == "both" and gpu.decode == "both"
     assert gpu.batch_sizes[0] == 1 and gpu.batch_sizes[-1] == 256 and gpu.warmup >= 1
     with pytest.raises(InputError, match="unknown preset"):
-        with_preset("tpu")
+        with_preset("tpu-pod")
 
 
 def test_plan_times_the_decoder_once_per_batch_size_and_compile_mode(fake_models):

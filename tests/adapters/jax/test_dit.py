@@ -1,0 +1,131 @@
+"""The Flax DiT samplers (Rectified Flow, MeanFlow) against the torch adapters on the same weights and noise."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from adapters.jax import dit
+from harness.errors import InputError
+
+TINY = dict(hidden_size=64, depth=2, num_heads=4, input_size=8, num_classes=10)
+FAMILY = {"rf-b2": "rectified-flow", "meanflow-b2": "meanflow"}
+# MeanFlow built with a trained-in scale of 0.5, so its accepted guidance is non-zero.
+OVERRIDES = {"rf-b2": TINY, "meanflow-b2": {**TINY, "guidance": 0.5}}
+TOL = 1e-4  # max abs difference, float32, outputs of scale ~1-5
+
+
+@pytest.fixture(scope="module")
+def models(make_random_sampler):
+    """model -> (torch sampler with random weights, converted params, jitted JAX generate)."""
+    out = {}
+    for model, family in FAMILY.items():
+        s = make_random_sampler(model, seed=1, **OVERRIDES[model])
+        params = dit.convert_params(s.net.state_dict(), s.config, model)
+        generate = jax.jit(dit.make_generate(s.config, family, name=model),
+                           static_argnames=("guidance", *dit.FAMILY_OPTIONS))
+        out[model] = (s, params, generate)
+    return out
+
+
+def inputs(n=3, size=8, seed=0):
+    noise = torch.randn(n, 4, size, size, generator=torch.Generator().manual_seed(seed))
+    return noise, torch.tensor([3, 0, 9][:n])
+
+
+def jax_inputs(noise, labels, dtype=jnp.float32):
+    return jnp.asarray(noise.numpy(), dtype), None if labels is None else jnp.asarray(labels.numpy(), jnp.int32)
+
+
+@pytest.mark.parametrize("model,guidance,steps,use_labels", [
+    ("rf-b2", 0.0, 1, True),
+    ("rf-b2", 0.0, 2, False),
+    ("rf-b2", 1.5, 1, True),
+    ("rf-b2", 1.5, 2, True),
+    ("rf-b2", 0.0, None, True),  # config.steps
+    ("meanflow-b2", 0.5, 1, True),
+    ("meanflow-b2", 0.5, 2, False),
+])
+def test_matches_torch(models, model, guidance, steps, use_labels):
+    s, params, generate = models[model]
+    noise, labels = inputs()
+    labels = labels if use_labels else None
+    opts = {} if steps is None else {"steps": steps}
+    ref = s.generate(noise, labels, guidance=guidance, **opts).numpy()
+    out = generate(params, *jax_inputs(noise, labels), guidance=guidance, **opts)
+    assert out.shape == ref.shape and out.dtype == jnp.float32
+    assert np.abs(np.asarray(out) - ref).max() <= TOL
+    assert np.abs(ref - noise.numpy()).max() > 0.5  # the network moved the sample: the check has teeth
+
+
+def test_guidance_changes_the_rf_sample(models):
+    s, params, generate = models["rf-b2"]
+    x = jax_inputs(*inputs())
+    diff = generate(params, *x, guidance=1.5, steps=1) - generate(params, *x, guidance=0.0, steps=1)
+    assert float(jnp.abs(diff).max()) > 0.1
+
+
+def test_bfloat16_close_to_float32(models):
+    s, params, generate = models["rf-b2"]  # guided and two steps: every DiT path but MeanFlow's h embedder
+    noise, labels = inputs()
+    ref = np.asarray(generate(params, *jax_inputs(noise, labels), guidance=1.5, steps=2))
+    p16 = jax.tree.map(lambda a: jnp.asarray(a, jnp.bfloat16), params)
+    out = generate(p16, *jax_inputs(noise, labels, jnp.bfloat16), guidance=1.5, steps=2)
+    assert out.dtype == jnp.bfloat16
+    assert np.abs(np.asarray(out, np.float32) - ref).max() <= 5e-2 * np.abs(ref).max()
+
+
+@pytest.mark.slow
+def test_full_size_rf_b2_matches_torch(make_random_sampler):
+    s = make_random_sampler("rf-b2", seed=2)
+    params = dit.convert_params(s.net.state_dict(), s.config, "rf-b2")
+    noise, labels = inputs(n=1, size=32)
+    ref = s.generate(noise, labels, guidance=0.0).numpy()
+    generate = jax.jit(dit.make_generate(s.config, "rectified-flow"), static_argnames=("guidance", "steps"))
+    out = np.asarray(generate(params, *jax_inputs(noise, labels), guidance=0.0))
+    assert np.abs(out - ref).max() <= TOL
+    assert np.abs(ref - noise.numpy()).max() > 0.5
+
+
+@pytest.mark.parametrize("model,guidance,labels,steps", [
+    ("rf-b2", 1.0, None, 1),  # guidance without labels
+    ("rf-b2", 0.0, True, 0),
+    ("rf-b2", 0.0, True, 1.5),
+    ("rf-b2", float("nan"), True, 1),
+    ("meanflow-b2", 0.0, True, 1),  # not the trained scale
+    ("meanflow-b2", 0.5, True, -1),
+])
+def test_refuses_what_torch_refuses_with_the_same_message(models, model, guidance, labels, steps):
+    s, params, generate = models[model]
+    noise, lab = inputs()
+    lab = lab if labels else None
+    with pytest.raises(InputError) as torch_err:
+        s.generate(noise, lab, guidance=guidance, steps=steps)
+    with pytest.raises(InputError) as jax_err:
+        generate(params, *jax_inputs(noise, lab), guidance=guidance, steps=steps)
+    assert str(jax_err.value) == str(torch_err.value)
+
+
+def test_conversion_names_every_bad_tensor(models):
+    s, _, _ = models["rf-b2"]
+    sd = dict(s.net.state_dict())
+    del sd["blocks.1.attn.proj.bias"]
+    sd["blocks.0.attn.extra"] = torch.zeros(3)
+    sd["final_layer.linear.weight"] = torch.zeros(5, 64)
+    with pytest.raises(InputError) as err:
+        dit.convert_params(sd, s.config, "rf-b2")
+    msg = str(err.value)
+    assert "rf-b2" in msg and "missing tensors: blocks.1.attn.proj.bias" in msg
+    assert "unexpected tensors: blocks.0.attn.extra" in msg
+    assert "mis-shaped tensors: final_layer.linear.weight (file (5, 64), expected (16, 64))" in msg
+
+
+def test_family_mismatch_is_named(models):
+    mf, _, _ = models["meanflow-b2"]
+    with pytest.raises(InputError, match="unexpected tensors: h_embedder.mlp.0.bias"):
+        dit.convert_params(mf.net.state_dict(), mf.config, "meanflow-b2", family="rectified-flow")
+    rf, rf_params, _ = models["rf-b2"]
+    generate = dit.make_generate(rf.config, "meanflow", name="x")
+    with pytest.raises(InputError, match="not a meanflow network"):
+        generate(rf_params, *jax_inputs(*inputs()), guidance=0.0)
