@@ -1,8 +1,14 @@
 """Sample -> decode -> uint8 -> features -> metrics, and the same from image files.
 
-Images stream through in batches: Inception features update float64 running statistics
+Image files stream through in batches: Inception features update float64 running statistics
 (pool_3 for FID, mixed_6/conv for sFID), the Inception Score accumulator and, only when
 precision/recall is asked for, a list of pool_3 vectors (2048 float32 per image).
+
+Sampling (`evaluate_sampler`) works in shards of fixed sample indices, dealt to the processes
+of a torchrun or JAX multi-process run (`harness.distributed`) and kept on disk by rank 0
+(`harness.workdir`): each shard's features are stored raw, and rank 0 merges the shards in
+shard order, so the statistics are the same for any number of processes and batch size, and
+a killed run resumes where it stopped.
 
 Inputs the file path accepts (`open_source`): a folder of images, an ``.npz`` of uint8
 NHWC images in ``arr_0`` (an ADM sample batch, read in a stream), or a statistics ``.npz``
@@ -20,10 +26,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import io
+import tempfile
 import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -31,13 +39,16 @@ import numpy as np
 import torch
 
 from harness import results
+from harness.distributed import World, rounds, run_and_exchange, run_checked, run_on_root
 from harness.errors import InputError
-from harness.metrics.fid import ReferenceStats, RunningStats, frechet_distance, is_stats_file, load_stats
+from harness.metrics.fid import (ReferenceStats, RunningStats, frechet_distance, is_stats_file, load_stats,
+                                 save_stats)
 from harness.metrics.inception import POOL_DIM, SPATIAL_DIM, InceptionFeatures, logits_missing_message
 from harness.metrics.inception_score import InceptionScore
 from harness.metrics.prdc import precision_recall
 from harness.metrics.preprocess import ADM, QUANTIZATION, as_nchw_uint8, check_mode, quantize
 from harness.seeding import sample_labels, sample_noise
+from harness.workdir import DEFAULT_SHARD_SIZE, WorkDir, shard_ranges
 
 METRIC_CHOICES = ("fid", "is", "sfid", "pr")  # --metrics names; "pr" gives precision and recall
 DEFAULT_METRICS = ("fid",)
@@ -255,20 +266,13 @@ def prepare_reference(source, extractor: InceptionFeatures | None, metrics: tupl
     """Statistics from a file, or computed from images; reference images' pool_3 features are
     extracted only if precision/recall is asked for and no features are stored."""
     name = str(getattr(source, "path", source))
+    check_reference(source, metrics, mode)
     if isinstance(source, ReferenceStats):
-        if source.mode is not None and source.mode != mode:
-            raise InputError(f"{source.path} was computed in mode {source.mode!r}, not {mode!r}; "
-                             f"pass --mode {source.mode} or recompute it with nfebench ref-stats --mode {mode}")
         if source.kind == "adm" and mode != ADM:
             warnings.warn(f"{source.path} is an ADM reference batch (TF bilinear resize); comparing it with "
                           f"{mode!r} features mixes preprocessing modes", MetricWarning, stacklevel=2)
-        if "sfid" in metrics and source.mu_s is None:
-            raise InputError(f"{source.path} has no sFID statistics (mu_s, sigma_s); drop sfid from --metrics")
         features = source.pool_features
         if "pr" in metrics and features is None:
-            if not source.has_images:
-                raise InputError(f"{source.path} holds neither reference images (arr_0) nor pool_features; "
-                                 f"precision/recall needs one of them; drop pr from --metrics")
             col = collect(NpzImages(Path(source.path)), extractor, ("pr",), mode, batch_size, desc="reference")
             features = col.features()
         return Reference(name, source.mu, source.sigma, source.mu_s, source.sigma_s, source.n, features)
@@ -277,6 +281,21 @@ def prepare_reference(source, extractor: InceptionFeatures | None, metrics: tupl
     spatial = col.spatial
     mu_s, sigma_s = (spatial.mean, spatial.covariance) if spatial is not None else (None, None)
     return Reference(name, col.pool.mean, col.pool.covariance, mu_s, sigma_s, col.count, col.features())
+
+
+def check_reference(source, metrics: tuple[str, ...], mode: str) -> None:
+    """The checks `prepare_reference` makes before any work: cheap, so a bad reference is
+    refused before hours of sampling, not after."""
+    if not isinstance(source, ReferenceStats):
+        return
+    if source.mode is not None and source.mode != mode:
+        raise InputError(f"{source.path} was computed in mode {source.mode!r}, not {mode!r}; "
+                         f"pass --mode {source.mode} or recompute it with nfebench ref-stats --mode {mode}")
+    if "sfid" in metrics and source.mu_s is None:
+        raise InputError(f"{source.path} has no sFID statistics (mu_s, sigma_s); drop sfid from --metrics")
+    if "pr" in metrics and source.pool_features is None and not source.has_images:
+        raise InputError(f"{source.path} holds neither reference images (arr_0) nor pool_features; "
+                         f"precision/recall needs one of them; drop pr from --metrics")
 
 
 def check_count(n: int, what: str) -> None:
@@ -398,6 +417,19 @@ class SampleWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def as_torch(x) -> torch.Tensor:
+    """A sampler's output as a torch tensor: a JAX or numpy array comes through host memory
+    (bfloat16, which torch cannot take from numpy, as float32), so a JAX sampler evaluates
+    unchanged."""
+    if isinstance(x, torch.Tensor):
+        return x
+    a = np.asarray(x)
+    try:
+        return torch.from_numpy(a)
+    except TypeError:
+        return torch.from_numpy(a.astype(np.float32))
+
+
 def generate_images(sampler, num_samples: int, batch_size: int, seed: int, *, guidance: float | None = None,
                     start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """uint8 images (B, 3, H, W) and labels of samples start..start+num_samples-1: sample i
@@ -408,17 +440,165 @@ def generate_images(sampler, num_samples: int, batch_size: int, seed: int, *, gu
         noise = sample_noise(seed, idx, info.sample_shape)
         labels = sample_labels(seed, idx, info.num_classes)
         x = sampler.generate(noise, labels, guidance=guidance)
-        yield quantize(sampler.decode(x).float()), labels  # (B, 3, H, W) uint8
+        yield quantize(as_torch(sampler.decode(x)).float()), labels  # (B, 3, H, W) uint8
+
+
+def _shard_features(sampler, extractor: InceptionFeatures, idx: range, *, batch_size: int, seed: int,
+                    guidance: float | None, mode: str, spatial: bool, keep_images: bool,
+                    bar=None) -> dict[str, np.ndarray]:
+    """Sample, decode and featurise the samples `idx` of one shard: the arrays of its shard file.
+
+    Features are kept raw (float32, as the network gives them) and turned into statistics
+    only when shards are merged, in shard order, so the statistics depend on neither the
+    batch size nor the number of processes."""
+    size = sampler.info.image_size
+    pools, spatials, images_, labels_ = [], [], [], []
+    for images, labels in generate_images(sampler, len(idx), batch_size, seed, guidance=guidance, start=idx.start):
+        if tuple(images.shape[1:]) != (3, size, size):
+            raise InputError(f"{sampler.info.name} decoded images of shape {tuple(images.shape[1:])}, "
+                             f"expected (3, {size}, {size}) from its ModelInfo")
+        f = extractor(images, mode, spatial=spatial)
+        pools.append(f["pool"].float().cpu().numpy())  # (B, 2048)
+        if spatial:
+            spatials.append(f["spatial"].float().cpu().numpy())  # (B, 2023)
+        if keep_images:
+            images_.append(images.permute(0, 2, 3, 1).contiguous().cpu().numpy())  # (B, H, W, 3), ADM layout
+            if labels is not None:
+                labels_.append(labels.numpy().astype(np.int64))
+        if bar is not None:
+            bar.update(len(images))
+    out = {"count": np.int64(len(idx)), "start": np.int64(idx.start), "pool": np.concatenate(pools)}
+    if spatial:
+        out["spatial"] = np.concatenate(spatials)
+    if keep_images:
+        out["images"] = np.concatenate(images_)
+        if labels_:
+            out["labels"] = np.concatenate(labels_)
+    return out
+
+
+def shard_stats(features: np.ndarray) -> RunningStats:
+    """float64 count, mean and co-moment of one shard's features (S, D), on one thread.
+
+    One thread because a multi-threaded BLAS may round differently with the thread count
+    (numpy's OpenBLAS was measured to, by 1e-16 on a 2023-wide co-moment), and the merged
+    statistics must not depend on how the merging process was started. The
+    (1000 x 2048)^T (1000 x 2048) product takes 0.3 s on one core of a 2-core test machine."""
+    if not np.isfinite(features).all():
+        raise InputError("features contain NaN or Inf; check the images fed to the network")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = torch.from_numpy(np.asarray(features)).double()  # (S, D)
+        mean = x.mean(0)  # (D,)
+        centred = x - mean
+        comoment = centred.T @ centred  # (D, D)
+    finally:
+        torch.set_num_threads(threads)
+    return RunningStats.from_state({"count": len(x), "mean": mean.numpy(), "comoment": comoment.numpy()})
+
+
+def _merge_shards(wd: WorkDir, num_shards: int, metrics: tuple[str, ...], extractor: InceptionFeatures,
+                  writer: SampleWriter | None) -> Collected:
+    """Statistics of all shards, merged in shard order (Chan et al., float64): the same
+    numbers for any world size and batch size. IS logits are taken here from the stored
+    pool_3 features (on the CPU, in shard order) for the same reason."""
+    result = Collected(pool=RunningStats(POOL_DIM), spatial=RunningStats(SPATIAL_DIM) if "sfid" in metrics else None,
+                       inception_score=InceptionScore() if "is" in metrics and extractor.logits_weight is not None
+                       else None, pool_features=[] if "pr" in metrics else None)
+    weight = None if result.inception_score is None else extractor.logits_weight.detach().cpu().float()
+    for s in range(num_shards):
+        shard = wd.read_shard(s)
+        result.pool.merge(shard_stats(shard["pool"]))
+        if result.spatial is not None:
+            result.spatial.merge(shard_stats(shard["spatial"]))
+        if weight is not None:
+            result.inception_score.update(torch.from_numpy(shard["pool"]) @ weight.T)  # (S, 1008)
+        if result.pool_features is not None:
+            result.pool_features.append(shard["pool"])
+        if writer is not None:
+            writer.add(torch.from_numpy(shard["images"]).permute(0, 3, 1, 2),
+                       torch.from_numpy(shard["labels"]) if "labels" in shard else None)
+    return result
+
+
+def _finish(wd: WorkDir, sampler, reference, extractor: InceptionFeatures, context: dict, *, num_samples: int,
+            num_shards: int, metrics: tuple[str, ...], mode: str, batch_size: int, save_samples: str | Path | None,
+            keep: bool) -> tuple[list[MetricValue], list[str]]:
+    """On rank 0, once every shard is stored: the reference (computed now, so the other ranks
+    never wait for it), the merged statistics, the samples file, the metrics; with `keep` the
+    statistics and result are written to the work dir too."""
+    ref = prepare_reference(reference, extractor, metrics, mode, batch_size)
+    size = sampler.info.image_size
+    writer = SampleWriter(save_samples, (num_samples, size, size, 3)) if save_samples else None
+    try:
+        collected = _merge_shards(wd, num_shards, metrics, extractor, writer)
+    except BaseException:
+        if writer:
+            writer.abort()
+        raise
+    if writer:
+        writer.close()
+    values, skipped = compute_metrics(collected, ref, metrics, extractor)
+    context.update(reference=ref.name, reference_n=ref.n)
+    if keep:
+        save_stats(wd.stats_path, collected.pool, collected.spatial, mode=mode, network=extractor.network,
+                   pool_features=collected.features())
+        wd.write_result({"values": [asdict(v) for v in values], "skipped": skipped, "context": context})
+    return values, skipped
+
+
+def _source_digest(source) -> str:
+    """What identifies a reference for the work-dir manifest: a file's sha256, or a folder's
+    sorted file names and sizes (hashing 50,000 images would cost more than it protects)."""
+    import hashlib
+
+    if isinstance(source, ImageFolder):
+        h = hashlib.sha256()
+        for f in source.files:
+            h.update(f"{f.relative_to(source.path)}:{f.stat().st_size}\n".encode())
+        return f"folder-sha256:{h.hexdigest()}"
+    return f"sha256:{results.file_digest(source.path, 'sha256')}"
+
+
+def run_manifest(sampler, reference, extractor: InceptionFeatures, *, num_samples: int, seed: int,
+                 guidance: float | None, metrics: tuple[str, ...], mode: str, device: str, shard_size: int,
+                 save_samples: bool, logits_path: str | None, settings: dict | None) -> dict:
+    """Every setting that changes a work dir's shards or result (batch size and world size
+    do not, by construction)."""
+    from harness import __version__
+    from harness.sampler import weights_with_decoder
+
+    info = sampler.info
+    logits = None
+    if extractor.logits_weight is not None:
+        logits = f"sha256:{results.file_digest(logits_path, 'sha256')}"
+    return {"model": info.name, "weights": weights_with_decoder(info.weights, getattr(sampler, "decoder_weights", None)),
+            "dtype": str(getattr(sampler, "dtype", "")), "num_samples": num_samples, "seed": seed,
+            "guidance": guidance, "metrics": sorted(metrics), "mode": mode, "reference": _source_digest(reference),
+            "network": extractor.network, "inception_score_weights": logits, "shard_size": shard_size,
+            "save_samples": save_samples, "device_type": torch.device(device).type, "nfebench_version": __version__,
+            **(settings or {})}
 
 
 def evaluate_sampler(sampler, reference, *, num_samples: int, batch_size: int, seed: int,
                      guidance: float | None = None, metrics: tuple[str, ...] = DEFAULT_METRICS, mode: str = ADM,
                      device: str = "cpu", logits_path: str | None = None,
-                     save_samples: str | Path | None = None) -> tuple[list[MetricValue], list[str], dict]:
-    """Sample `num_samples` images and measure them against `reference`.
+                     save_samples: str | Path | None = None, work_dir: str | Path | None = None,
+                     shard_size: int = DEFAULT_SHARD_SIZE, world: World | None = None,
+                     settings: dict | None = None) -> tuple[list[MetricValue], list[str], dict]:
+    """Sample `num_samples` images and measure them against `reference`, in shards, on one
+    process or many, resumably.
+
+    Sample i's noise and label come from (seed, i); shard s holds samples
+    [s * shard_size, (s + 1) * shard_size). Shards are dealt round-robin to the ranks of
+    `world`; rank 0 stores each finished shard (in `work_dir`, else a temporary folder),
+    merges them in shard order and computes the metrics, so the numbers are the same for
+    any world size and batch size (given batch-invariant features; see the README).
 
     Args:
-        sampler: a `harness.sampler.Sampler` (e.g. from `adapters.load_sampler`).
+        sampler: a `harness.sampler.Sampler` (e.g. from `adapters.load_sampler`); outputs
+            that are not torch tensors (JAX, numpy) are converted.
         reference: what `open_source` returns for the reference (ADM batch, statistics, images).
         num_samples: N; FID is reported with it (50,000 for the standard FID-50K).
         batch_size: images per generate/decode/Inception call.
@@ -429,14 +609,22 @@ def evaluate_sampler(sampler, reference, *, num_samples: int, batch_size: int, s
         device: device of the Inception network.
         logits_path: torch-fidelity's Inception weight file for IS (default: looked up).
         save_samples: write the uint8 samples as an ADM sample batch (.npz) here.
+        work_dir: keep shards, manifest and result here (`harness.workdir`): a rerun resumes,
+            a finished run is reported again without work, other settings are refused.
+        shard_size: samples per shard (part of the result: the merge order follows shards).
+        world: this process's `harness.distributed.World` (default: a single process).
+        settings: further settings that change the samples, for the manifest (e.g. the
+            config overrides the sampler was built with).
 
     Returns:
-        (metric values, messages about skipped metrics, context dict for the rows).
+        (metric values, messages about skipped metrics, context dict for the rows); on
+        ranks other than 0 the values are empty: rank 0 alone reports.
 
     Example::
 
         values, skipped, ctx = evaluate_sampler(load_sampler("rf-b2"), open_source("ref.npz"),
-                                                num_samples=1000, batch_size=50, seed=0)
+                                                num_samples=1000, batch_size=50, seed=0,
+                                                work_dir="runs/rf-b2-fid1k")
     """
     from tqdm.auto import tqdm
 
@@ -444,28 +632,66 @@ def evaluate_sampler(sampler, reference, *, num_samples: int, batch_size: int, s
         raise InputError(f"--num-samples must be at least {MIN_SAMPLES}, got {num_samples}")
     check_batch_size(batch_size)
     check_mode(mode)
-    extractor = _extractor(device, logits_path, metrics)
-    ref = prepare_reference(reference, extractor, metrics, mode, batch_size)
-    col = FeatureCollector(extractor, metrics, mode)
-    size = sampler.info.image_size
-    writer = SampleWriter(save_samples, (num_samples, size, size, 3)) if save_samples else None
-    try:
-        with tqdm(total=num_samples, desc=f"eval {sampler.info.name}", unit="img") as bar:
-            for images, labels in generate_images(sampler, num_samples, batch_size, seed, guidance=guidance):
-                if tuple(images.shape[1:]) != (3, size, size):
-                    raise InputError(f"{sampler.info.name} decoded images of shape {tuple(images.shape[1:])}, "
-                                     f"expected (3, {size}, {size}) from its ModelInfo")
-                col.add(images)
-                if writer:
-                    writer.add(images, labels)
-                bar.update(len(images))
-    except BaseException:
-        if writer:
-            writer.abort()
-        raise
-    if writer:
-        writer.close()
-    values, skipped = compute_metrics(col.result, ref, metrics, extractor)
-    context = {"mode": mode, "network": extractor.network, "reference": ref.name, "reference_n": ref.n,
-               "quantization": QUANTIZATION}
-    return values, skipped, context
+    check_reference(reference, metrics, mode)
+    world = world or World()
+    shards = shard_ranges(num_samples, shard_size)
+    extractor = run_checked(world, lambda: _extractor(device, logits_path, metrics))
+    context = {"mode": mode, "network": extractor.network, "reference": str(getattr(reference, "path", reference)),
+               "quantization": QUANTIZATION, "world_size": world.size, "shard_size": shard_size,
+               "work_dir": None if work_dir is None else str(work_dir)}
+    with contextlib.ExitStack() as stack:
+        wd: WorkDir | None = None
+
+        def open_work_dir():  # rank 0 alone holds the work dir: no shared file system needed
+            nonlocal wd
+            if work_dir is None:
+                where = Path(save_samples).parent if save_samples else None  # as big as the samples file
+                if where is not None:
+                    where.mkdir(parents=True, exist_ok=True)
+                wd = WorkDir(stack.enter_context(tempfile.TemporaryDirectory(prefix="nfebench-eval-", dir=where)), {})
+            else:
+                wd = WorkDir(work_dir, run_manifest(
+                    sampler, reference, extractor, num_samples=num_samples, seed=seed, guidance=guidance,
+                    metrics=metrics, mode=mode, device=device, shard_size=shard_size,
+                    save_samples=bool(save_samples), logits_path=logits_path, settings=settings))
+            wd.open()
+            finished = wd.result()
+            return {"done": [] if finished else wd.done(shards), "finished": finished}
+
+        state = run_on_root(world, open_work_dir)
+        if state["finished"] is not None:  # a finished run: reported again, not redone
+            stored = state["finished"]
+            values = [MetricValue(**v) for v in stored["values"]] if world.is_root else []
+            return values, stored["skipped"], {**stored["context"], "reused": True}
+        todo = [s for s, done in enumerate(state["done"]) if not done]
+        done_images = num_samples - sum(len(shards[s]) for s in todo)
+        spatial, keep_images = "sfid" in metrics, bool(save_samples)
+        bar = stack.enter_context(tqdm(total=num_samples, initial=done_images, desc=f"eval {sampler.info.name}",
+                                       unit="img", disable=not world.is_root))
+        for assignment in rounds(todo, world.size):
+            mine = assignment[world.rank]
+
+            def work():
+                if mine is None:
+                    return None
+                return mine, _shard_features(sampler, extractor, shards[mine], batch_size=batch_size, seed=seed,
+                                             guidance=guidance, mode=mode, spatial=spatial, keep_images=keep_images,
+                                             bar=bar if world.is_root else None)
+
+            parts = run_and_exchange(world, work)
+
+            def store():  # rank 0 writes; a failed write stops every rank at once
+                for rank, part in enumerate(parts or []):
+                    if part is not None:
+                        wd.write_shard(*part)
+                        if rank != world.rank:
+                            bar.update(int(part[1]["count"]))
+
+            run_on_root(world, store)
+        bar.close()
+        # The other ranks wait for rank 0's merge: a failure there fails them too, and every
+        # process leaves the process group together.
+        values, skipped = run_on_root(world, lambda: _finish(
+            wd, sampler, reference, extractor, context, num_samples=num_samples, num_shards=len(shards),
+            metrics=metrics, mode=mode, batch_size=batch_size, save_samples=save_samples, keep=work_dir is not None))
+    return (values, skipped, context) if world.is_root else ([], skipped, context)

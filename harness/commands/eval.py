@@ -1,11 +1,16 @@
 """`nfebench eval`: sample N images from a model, measure FID (IS, sFID, precision/recall)
 against a reference, and write one results row per metric to a run file.
 
+Runs as one process, under ``torchrun`` (one process per GPU) or as a JAX multi-process
+job (`harness.distributed`); only rank 0 writes rows. With ``--work-dir`` a killed run
+resumes where it stopped (`harness.workdir`).
+
 Example::
 
     nfebench eval --model rf-b2 --checkpoint rf-b2.pt --num-samples 50000 \\
         --ref VIRTUAL_imagenet256_labeled.npz --batch-size 64 --seed 0 --metrics fid,is,sfid,pr \\
-        --save-samples samples.npz --out results/runs/rf-b2-fid50k.csv
+        --save-samples samples.npz --work-dir runs/rf-b2-fid50k --out results/runs/rf-b2-fid50k.csv
+    torchrun --standalone --nproc_per_node=8 -m harness.cli eval ...   # the same, on 8 GPUs
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.commands.fid import add_common_arguments, caveats_to_stderr
+from harness.commands.fid import add_common_arguments, caveats_to_stderr, positive_int
 from harness.errors import InputError
+from harness.workdir import DEFAULT_SHARD_SIZE
 
 _DTYPES = ("float32", "float16", "bfloat16", "float64")
 
@@ -56,6 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=_DTYPES, default="float32", help="generator dtype (default float32)")
     add_common_arguments(p, batch_size=None)
     p.add_argument("--save-samples", metavar="PATH.npz", help="also write the samples as an ADM sample batch")
+    p.add_argument("--work-dir", metavar="DIR",
+                   help="keep finished shards here: rerunning the same command resumes, a finished run is "
+                        "reported without work, other settings are refused (default: a temporary folder)")
+    p.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE,
+                   help=f"samples per shard, the unit of work per process and of resumption "
+                        f"(default {DEFAULT_SHARD_SIZE}; part of the result's settings)")
     p.add_argument("--out", required=True, help="run file (CSV) the metric rows are added to")
 
 
@@ -63,34 +75,52 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from adapters import load_sampler
+    from harness.devices import device_name, resolve_device
+    from harness.distributed import RankFailed, distributed_world, run_checked
     from harness.evaluate import evaluate_sampler, open_source, parse_metrics
     from harness.results import RunFile
     from harness.sampler import weights_with_decoder
-    from harness.devices import device_name, resolve_device
 
     # Every check on the arguments before any sampling: a bad --out must not cost hours.
     metrics = parse_metrics(args.metrics)
     overrides = parse_overrides(args.overrides)
     reference = open_source(args.ref)
-    device = resolve_device(args.device)
-    run_file = RunFile(args.out, append=True)
     if args.save_samples and not args.save_samples.endswith(".npz"):
         raise InputError(f"--save-samples {args.save_samples}: the file name must end in .npz")
-    sampler = load_sampler(args.model, checkpoint=args.checkpoint, device=device,
-                           dtype=getattr(torch, args.dtype), **overrides)
-    with caveats_to_stderr("eval"):
-        values, skipped, ctx = evaluate_sampler(
-            sampler, reference, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
-            guidance=args.guidance, metrics=metrics, mode=args.mode, device=str(device),
-            logits_path=args.inception_weights, save_samples=args.save_samples)
+    try:
+        with distributed_world(resolve_device(args.device)) as (world, device):
+            rank = world.rank
+            # Every step that can fail on one rank only is checked on all (run_checked).
+            run_file = run_checked(world, lambda: RunFile(args.out, append=True) if world.is_root else None)
+            sampler = run_checked(world, lambda: load_sampler(args.model, checkpoint=args.checkpoint, device=device,
+                                                              dtype=getattr(torch, args.dtype), **overrides))
+            with caveats_to_stderr("eval"):
+                values, skipped, ctx = evaluate_sampler(
+                    sampler, reference, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
+                    guidance=args.guidance, metrics=metrics, mode=args.mode, device=str(device),
+                    logits_path=args.inception_weights, save_samples=args.save_samples, work_dir=args.work_dir,
+                    shard_size=args.shard_size, world=world, settings={"overrides": overrides})
+    except RankFailed as exc:  # this rank was fine; rank 0 shows the failing rank's traceback
+        if rank == 0:
+            print(f"nfebench eval: traceback of the failed rank:\n{exc.trace}", file=sys.stderr, end="")
+        print(f"nfebench eval: error (rank {rank}): {exc}", file=sys.stderr)
+        return 1
+    if rank != 0:
+        return 0
     for msg in skipped:
         print(f"nfebench eval: {msg}", file=sys.stderr)
+    if ctx.get("reused"):
+        print(f"nfebench eval: {args.work_dir} holds a finished run with these settings; its metrics are "
+              f"reported again, nothing was recomputed", file=sys.stderr)
     info = sampler.info
     weights = weights_with_decoder(info.weights, getattr(sampler, "decoder_weights", None))
+    # World size and shard size go to the notes, not `config`: regress pairs rows on config,
+    # and neither changes the numbers (shard size at float64 rounding only).
     config = {"reference": ctx["reference"], "reference_n": ctx["reference_n"], "mode": ctx["mode"],
               "network": ctx["network"], "quantization": ctx["quantization"], **overrides}
     for v in values:
-        notes = f"{v.metric} of N={v.n} samples vs {ctx['reference']} ({ctx['mode']} mode, {ctx['network']})"
+        notes = (f"{v.metric} of N={v.n} samples vs {ctx['reference']} ({ctx['mode']} mode, {ctx['network']}); "
+                 f"{ctx['world_size']} process(es), shards of {ctx['shard_size']}")
         run_file.add(model=info.name, family=info.family, params=info.params, nfe=info.nfe, backend="torch",
                      device=device.type, device_name=device_name(device), dtype=args.dtype, compiled=False,
                      batch_size=args.batch_size, decode="on", guidance=args.guidance, seed=args.seed,

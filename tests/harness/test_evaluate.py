@@ -221,3 +221,50 @@ def test_generate_images_independent_of_batch_size(toy):
     many = torch.cat([x for x, _ in generate_images(sampler, 5, 2, seed=3)])
     assert one.dtype == torch.uint8 and one.shape == (5, 3, 32, 32)
     torch.testing.assert_close(one, many, rtol=0, atol=0)
+
+
+def test_samplers_returning_jax_or_numpy_arrays_evaluate_unchanged(toy):
+    """A JAX sampler's generate/decode give jax arrays: they become the same uint8 images."""
+    import jax.numpy as jnp
+
+    from harness.evaluate import as_torch
+
+    sampler = registry.load_sampler(toy)
+    expected = torch.cat([x for x, _ in generate_images(sampler, 3, 2, seed=1)])
+
+    class ArraySampler:
+        info = sampler.info
+
+        def __init__(self, convert):
+            self.convert = convert
+
+        def generate(self, noise, labels, guidance=None):
+            return self.convert(sampler.generate(noise, labels, guidance=guidance).numpy())
+
+        def decode(self, x):
+            return self.convert(np.asarray(x))
+
+    for convert in (jnp.asarray, np.asarray):
+        got = torch.cat([x for x, _ in generate_images(ArraySampler(convert), 3, 2, seed=1)])
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    half = as_torch(jnp.asarray([0.5, -1.0], dtype=jnp.bfloat16))  # numpy cannot hand bfloat16 to torch
+    assert half.dtype == torch.float32 and half.tolist() == [0.5, -1.0]
+
+
+def test_shard_statistics_match_numpy_and_ignore_the_thread_setting():
+    from harness.evaluate import shard_stats
+
+    x = np.random.default_rng(0).standard_normal((50, 37)).astype(np.float32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = shard_stats(x)
+        assert torch.get_num_threads() == 2  # restored after the one-thread product
+        torch.set_num_threads(1)
+        one = shard_stats(x)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(one.comoment, two.comoment)
+    np.testing.assert_allclose(two.mean, x.astype(np.float64).mean(0), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(two.covariance, np.cov(x.astype(np.float64), rowvar=False), rtol=1e-12, atol=1e-14)
+    assert two.count == 50
