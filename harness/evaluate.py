@@ -423,7 +423,7 @@ def as_torch(x) -> torch.Tensor:
     unchanged."""
     if isinstance(x, torch.Tensor):
         return x
-    a = np.asarray(x)
+    a = np.array(x)  # a writable host copy: a JAX array's own buffer is read-only
     try:
         return torch.from_numpy(a)
     except TypeError:

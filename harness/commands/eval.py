@@ -60,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, required=True, help="sample i uses noise and label from (seed, i)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     p.add_argument("--dtype", choices=_DTYPES, default="float32", help="generator dtype (default float32)")
+    p.add_argument("--backend", choices=("torch", "jax"), default="torch",
+                   help="generator back-end: torch (on --device), or jax (the Flax port with the same weights, on "
+                        "JAX's default platform and all its local devices; features still run in torch on --device)")
     add_common_arguments(p, batch_size=None)
     p.add_argument("--save-samples", metavar="PATH.npz", help="also write the samples as an ADM sample batch")
     p.add_argument("--work-dir", metavar="DIR",
@@ -92,14 +95,21 @@ def run(args: argparse.Namespace) -> int:
             rank = world.rank
             # Every step that can fail on one rank only is checked on all (run_checked).
             run_file = run_checked(world, lambda: RunFile(args.out, append=True) if world.is_root else None)
-            sampler = run_checked(world, lambda: load_sampler(args.model, checkpoint=args.checkpoint, device=device,
-                                                              dtype=getattr(torch, args.dtype), **overrides))
+            if args.backend == "jax":
+                sampler = run_checked(world, lambda: load_sampler(args.model, checkpoint=args.checkpoint,
+                                                                  backend="jax", device="auto", dtype=args.dtype,
+                                                                  **overrides))
+            else:
+                sampler = run_checked(world, lambda: load_sampler(args.model, checkpoint=args.checkpoint,
+                                                                  device=device, dtype=getattr(torch, args.dtype),
+                                                                  **overrides))
             with caveats_to_stderr("eval"):
                 values, skipped, ctx = evaluate_sampler(
                     sampler, reference, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
                     guidance=args.guidance, metrics=metrics, mode=args.mode, device=str(device),
                     logits_path=args.inception_weights, save_samples=args.save_samples, work_dir=args.work_dir,
-                    shard_size=args.shard_size, world=world, settings={"overrides": overrides})
+                    shard_size=args.shard_size, world=world,
+                    settings={"overrides": overrides, "backend": args.backend})
     except RankFailed as exc:  # this rank was fine; rank 0 shows the failing rank's traceback
         if rank == 0:
             print(f"nfebench eval: traceback of the failed rank:\n{exc.trace}", file=sys.stderr, end="")
@@ -113,6 +123,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"nfebench eval: {args.work_dir} holds a finished run with these settings; its metrics are "
               f"reported again, nothing was recomputed", file=sys.stderr)
     info = sampler.info
+    if args.backend == "jax":
+        from adapters.jax.sampler import jax_device_name
+
+        gen_device, gen_device_name = sampler.devices[0].platform, jax_device_name(sampler.devices[0])
+    else:
+        gen_device, gen_device_name = device.type, device_name(device)
     weights = weights_with_decoder(info.weights, getattr(sampler, "decoder_weights", None))
     # World size and shard size go to the notes, not `config`: regress pairs rows on config,
     # and neither changes the numbers (shard size at float64 rounding only).
@@ -121,8 +137,9 @@ def run(args: argparse.Namespace) -> int:
     for v in values:
         notes = (f"{v.metric} of N={v.n} samples vs {ctx['reference']} ({ctx['mode']} mode, {ctx['network']}); "
                  f"{ctx['world_size']} process(es), shards of {ctx['shard_size']}")
-        run_file.add(model=info.name, family=info.family, params=info.params, nfe=info.nfe, backend="torch",
-                     device=device.type, device_name=device_name(device), dtype=args.dtype, compiled=False,
+        run_file.add(model=info.name, family=info.family, params=info.params, nfe=info.nfe, backend=args.backend,
+                     device=gen_device, device_name=gen_device_name, dtype=args.dtype,
+                     compiled=args.backend == "jax",
                      batch_size=args.batch_size, decode="on", guidance=args.guidance, seed=args.seed,
                      weights=weights, metric=v.metric, value=v.value, spread=v.spread, n=v.n,
                      notes=f"{notes}; {v.notes}" if v.notes else notes, config=config)

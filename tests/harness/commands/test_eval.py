@@ -119,15 +119,33 @@ def test_torchrun_two_ranks_equal_one_process(baseline, reference):
     assert f"1 process(es), shards of {SHARD}" in base.loc[results.FID, "notes"]
 
 
-def test_jax_multi_process_run_equals_one_process(baseline, reference):
-    """The same run as two JAX processes (jax.distributed on the CPU, as on a TPU pod's hosts)."""
+@pytest.fixture(scope="module")
+def jax_baseline(baseline, reference):
+    """The baseline's run with the generator on JAX (--backend jax), one process, batch 4."""
+    root = baseline["root"]
+    assert main(eval_argv(reference, root / "jax1.csv", root / "jax1", 4, "--backend", "jax")) == 0
+    return {"work": root / "jax1", "rows": read_run(root / "jax1.csv")}
+
+
+def test_jax_backend_matches_the_torch_run(baseline, jax_baseline):
+    """The Flax port of the same weights gives the same metrics (its samples agree with
+    torch's to ~1e-6 before uint8 quantisation), and its rows say backend=jax."""
+    rows, base = jax_baseline["rows"].set_index("metric"), baseline["rows"].set_index("metric")
+    assert set(rows.backend) == {"jax"} and set(base.backend) == {"torch"} and set(rows.device) == {"cpu"}
+    for metric in base.index:
+        assert rows.loc[metric, "value"] == pytest.approx(base.loc[metric, "value"], rel=1e-4), metric
+
+
+def test_jax_multi_process_run_equals_one_process(jax_baseline, baseline, reference):
+    """The same run as two JAX processes (jax.distributed on the CPU, as on a TPU pod's
+    hosts), sampling with the JAX back-end, equals the one-process JAX run bit for bit."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     root = baseline["root"]
-    argv = eval_argv(reference, root / "jax.csv", root / "jax", 2)
+    argv = eval_argv(reference, root / "jax.csv", root / "jax", 2, "--backend", "jax")
     procs = []
     for rank in (0, 1):
         env = {**os.environ, "NFEBENCH_JAX_DISTRIBUTED": "1", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
@@ -136,7 +154,7 @@ def test_jax_multi_process_run_equals_one_process(baseline, reference):
                                       stderr=subprocess.STDOUT, text=True))
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
-    assert_same_statistics(baseline["work"], root / "jax")
+    assert_same_statistics(jax_baseline["work"], root / "jax")
     assert "2 process(es)" in read_run(root / "jax.csv")["notes"][0] and "wrote" not in outs[1]
 
 
