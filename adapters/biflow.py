@@ -46,7 +46,8 @@ from adapters.checkpoint import load_checkpoint
 from adapters.layers import (LabelEmbedder, RMSNorm, TimestepEmbedder, TransformerBlock, init_linear_xavier,
                              patchify, rope_2d_tables, unpatchify, zero_adaln)
 from adapters.registry import register
-from adapters.tarflow import ITARFLOW_B2, ITARFLOW_XL2
+from adapters.tarflow import ITARFLOW_B2, ITARFLOW_XL2, TARFlowConfig
+from adapters.tarflow import build as build_tarflow
 from harness.errors import InputError
 from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance
 
@@ -186,6 +187,8 @@ class BiFlowConfig:
     guidance: float = field(default=0.0, metadata={"help": "default guidance scale fed to G (0 = none)"})
     guidance_scale: float = field(default=1000.0, metadata={"help": "multiplier on guidance before its sinusoid"})
     rope_base: float = field(default=10000.0, metadata={"help": "RoPE frequency base"})
+    space: str = field(default="latent",
+                       metadata={"help": "latent (SD-VAE, decoded at 8x) or pixel (decode is the identity)"})
     vae: str | None = field(default=None, metadata={"help": "SD-VAE folder or hub id (see adapters.vae)"})
 
 
@@ -218,6 +221,8 @@ def build(name: str, config: BiFlowConfig, *, checkpoint: str | None = None, dev
     if config.hidden_size % config.num_heads or (config.hidden_size // config.num_heads) % 4:
         raise InputError(f"{name}: hidden_size / num_heads must be an integer divisible by 4 (2-D RoPE), "
                          f"got {config.hidden_size} / {config.num_heads}")
+    if config.space not in ("latent", "pixel"):
+        raise InputError(f"{name}: space must be 'latent' or 'pixel', got {config.space!r}")
     device = torch.device(device)
     with torch.device(device):
         net = BiFlowNet(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
@@ -227,8 +232,9 @@ def build(name: str, config: BiFlowConfig, *, checkpoint: str | None = None, dev
     net = net.to(dtype)
     weights = load_checkpoint(net, checkpoint) if checkpoint else RANDOM_INIT
     info = ModelInfo(
-        name=name, family=FAMILY, params=count_params(net), nfe=1, sequential_steps=1, space="latent",
-        sample_shape=(config.in_channels, config.input_size, config.input_size), image_size=8 * config.input_size,
+        name=name, family=FAMILY, params=count_params(net), nfe=1, sequential_steps=1, space=config.space,
+        sample_shape=(config.in_channels, config.input_size, config.input_size),
+        image_size=8 * config.input_size if config.space == "latent" else config.input_size,
         num_classes=config.num_classes, gflops=net.flops() / 1e9, weights=weights,
     )
     return BiFlowSampler(info, net, config, device=device, dtype=dtype)
@@ -241,3 +247,15 @@ register("biflow-b2", family=FAMILY, config=BIFLOW_B2, build=build,
          description="BiFlow reverse model B/2 (~136M, paper 133M): one pass per image, guidance as an input")
 register("biflow-xl2", family=FAMILY, config=BIFLOW_XL2, build=build,
          description="BiFlow reverse model XL/2 (~688M, our sizing): one pass per image, guidance as an input")
+
+# The mini track's pair (harness/track.py: 8x8 RGB digits in pixel space, trained on a CPU),
+# registered together because the student's stages follow the teacher's flow blocks.
+TARFLOW_MINI = TARFlowConfig(img_size=8, in_channels=3, patch_size=2, channels=64, head_dim=32, num_blocks=4,
+                             layers_per_block=2, num_classes=10, noise_std=0.1, space="pixel")
+BIFLOW_MINI = BiFlowConfig(hidden_size=64, depth=4, num_heads=2, num_stages=TARFLOW_MINI.num_blocks, input_size=8,
+                           in_channels=3, num_classes=10, space="pixel")
+
+register("tarflow-mini", family="tarflow", config=TARFLOW_MINI, build=build_tarflow,
+         description="mini track: pixel TARFlow teacher on 8x8 digits, P2-64-4-2, sigma 0.1 (~0.4M)")
+register("biflow-mini", family=FAMILY, config=BIFLOW_MINI, build=build,
+         description="mini track: BiFlow student of tarflow-mini on 8x8 digits, one pass (~0.4M)")

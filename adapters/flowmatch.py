@@ -174,6 +174,8 @@ class FlowMatchConfig:
     guidance: float = field(default=0.0, metadata=_help(
         "RF: default guidance g (0 = none); MeanFlow: the scale trained into the checkpoint"))
     time_scale: float = field(default=1000.0, metadata=_help("multiplier on t before the sinusoidal embedding"))
+    space: str = field(default="latent",
+                       metadata=_help("latent (SD-VAE, decoded at 8x) or pixel (decode is the identity)"))
     vae: str | None = field(default=None, metadata=_help("SD-VAE folder or hub id (see adapters.vae)"))
 
 
@@ -274,6 +276,8 @@ def _build(name: str, config: FlowMatchConfig, *, checkpoint: str | None, device
         raise InputError(f"{name}: input_size {config.input_size} is not a multiple of patch_size {config.patch_size}")
     if config.hidden_size % config.num_heads:
         raise InputError(f"{name}: hidden_size {config.hidden_size} is not divisible by num_heads {config.num_heads}")
+    if config.space not in ("latent", "pixel"):
+        raise InputError(f"{name}: space must be 'latent' or 'pixel', got {config.space!r}")
     meanflow = family == "meanflow"
     with torch.device(device):
         net = DiT(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
@@ -286,9 +290,9 @@ def _build(name: str, config: FlowMatchConfig, *, checkpoint: str | None, device
     nfe = config.steps * (1 if meanflow or guidance == 0.0 else 2)
     info = ModelInfo(
         name=name, family=family, params=count_params(net), nfe=nfe, sequential_steps=config.steps,
-        space="latent", sample_shape=(config.in_channels, config.input_size, config.input_size),
-        image_size=8 * config.input_size, num_classes=config.num_classes, gflops=net.flops() / 1e9,
-        weights=weights,
+        space=config.space, sample_shape=(config.in_channels, config.input_size, config.input_size),
+        image_size=8 * config.input_size if config.space == "latent" else config.input_size,
+        num_classes=config.num_classes, gflops=net.flops() / 1e9, weights=weights,
     )
     cls = MeanFlowSampler if meanflow else RectifiedFlowSampler
     return cls(info, net, config, device=device, dtype=dtype)
@@ -316,3 +320,9 @@ register("meanflow-b2", family="meanflow", config=B2, build=build_meanflow,
          description="MeanFlow-B/2 (~131M), one step x0 = x1 - u(x1, 0, 1), arXiv 2505.13447")
 register("meanflow-xl2", family="meanflow", config=XL2, build=build_meanflow,
          description="MeanFlow-XL/2 (~676M), one step x0 = x1 - u(x1, 0, 1), arXiv 2505.13447")
+
+# The mini track (harness/track.py): a one-step Rectified Flow baseline on 8x8 RGB digits in pixel space.
+RF_MINI = FlowMatchConfig(hidden_size=64, depth=4, num_heads=2, input_size=8, in_channels=3, num_classes=10,
+                          space="pixel")
+register("rf-mini", family="rectified-flow", config=RF_MINI, build=build_rectified_flow,
+         description="mini track: Rectified Flow on 8x8 digits, DiT 64x4 (~0.4M), 1 Euler step")

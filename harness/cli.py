@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("harness.commands.eval", "sample a model, measure FID/IS/sFID/precision/recall, write rows to a run file"),
     "leaderboard": ("harness.commands.leaderboard", "regenerate results/leaderboard.csv, leaderboard.md and pareto.png"),
     "regress": ("harness.commands.regress", "compare a run file with a baseline; exit 1 on a regression"),
+    "track": ("harness.commands.track", "train (where missing), evaluate and time a track's small models: track mini"),
 }
 
 

@@ -22,6 +22,10 @@ Rules (each one in one place below):
 - ``speedup`` is the autoregressive teacher's ms per image divided by the row's, for models
   that have a teacher (BiFlow -> the iTARFlow of the same size), in the same source,
   device, backend, dtype, compiled mode and batch size.
+- Run files whose name contains ``mini`` (the mini track, `harness.track`) are kept out of
+  the main table and the plot: their models are toys trained on 8x8 digits, their FIDs are
+  against another reference. They make their own table, ``leaderboard-mini.csv`` and
+  ``leaderboard-mini.md`` (see `build_mini`), written whenever such run files exist.
 - Bytes depend only on the inputs: rows sorted, floats formatted to fixed decimals, no
   timestamps. The PNG is not covered by this promise (it embeds the matplotlib version).
 """
@@ -34,7 +38,7 @@ from pathlib import Path
 from typing import Iterable
 
 from harness.errors import InputError
-from harness.results import CALIBRATION_MS, FID, IS, MS_PER_IMAGE, OK, atomic_write, read_run
+from harness.results import CALIBRATION_MS, FID, IS, MS_PER_IMAGE, OK, PRECISION, RECALL, atomic_write, read_run
 from harness.sampler import RANDOM_INIT
 
 EVIDENCE = ("verified", "secondary")
@@ -58,6 +62,16 @@ _DECIMALS = {"ms_per_image": 3, "ms_per_image_decode": 3, "speedup": 1, "speedup
 DEFAULT_PUBLISHED = Path("results/published.csv")
 DEFAULT_RUNS = Path("results/runs")
 DEFAULT_OUT = Path("results")
+
+MINI = "mini"
+MINI_COLUMNS = (
+    "fid_rank", "model", "family", "params", "nfe", "train_steps", "fid", "fid_half_steps", "half_steps",
+    "fid_random", "precision", "recall", "precision_random", "recall_random", "quality_n", "ms_per_image",
+    "ms_per_image_batched", "batch_size", "speedup_batched", "fid_reference", "weights",
+)
+_MINI_DECIMALS = {"fid": 2, "fid_half_steps": 2, "fid_random": 2, "precision": 3, "recall": 3,
+                  "precision_random": 3, "recall_random": 3, "ms_per_image": 3, "ms_per_image_batched": 3,
+                  "speedup_batched": 1}
 
 
 def text(value) -> str:
@@ -121,11 +135,18 @@ def read_published(path: str | Path = DEFAULT_PUBLISHED) -> list[dict]:
     return rows
 
 
-def read_runs(runs_dir: str | Path = DEFAULT_RUNS) -> list[dict]:
-    """Measured rows of every ``*.csv`` run file under `runs_dir` (recursively, in path order)."""
+def is_mini(path: str | Path) -> bool:
+    """True for the mini track's run files and manifests (``mini`` in the file name)."""
+    return MINI in Path(path).name
+
+
+def read_runs(runs_dir: str | Path = DEFAULT_RUNS, *, mini: bool = False) -> list[dict]:
+    """Measured rows of every ``*.csv`` run file under `runs_dir` (recursively, in path order):
+    those of the main table, or with `mini` those of the mini track."""
     rows: list[dict] = []
     for path in sorted(Path(runs_dir).rglob("*.csv")):
-        rows.extend(records(read_run(path), path))
+        if is_mini(path) == mini:
+            rows.extend(records(read_run(path), path))
     return rows
 
 
@@ -225,6 +246,82 @@ def build(rows: list[dict]) -> list[dict]:
     return sorted(board.values(), key=_sort_key)
 
 
+def read_manifests(runs_dir: str | Path = DEFAULT_RUNS) -> dict[str, dict]:
+    """weights -> {"role", "steps"} from the mini track's manifests (``*mini*.json``, see `harness.track`)."""
+    out: dict[str, dict] = {}
+    for path in sorted(Path(runs_dir).rglob("*.json")):
+        if not is_mini(path) or path.name.endswith(".pyperf.json"):
+            continue
+        try:
+            manifest = json.loads(path.read_text())
+            checkpoints = manifest["checkpoints"]
+            for c in checkpoints:
+                out[c["weights"]] = {"role": c["role"], "steps": c["steps"]}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{path}: not a readable track manifest ({exc!r})") from exc
+    return out
+
+
+# The mini track's teacher of each student, for the speed-up column.
+MINI_TEACHERS = {"biflow-mini": "tarflow-mini"}
+
+
+def build_mini(rows: list[dict], manifests: dict[str, dict]) -> list[dict]:
+    """The mini table: one row per model, its trained FID beside the half-way snapshot's and
+    the same architecture's with random weights (never ranked), and its speed.
+
+    Args:
+        rows: measured rows of the mini run files (`read_runs(..., mini=True)`).
+        manifests: weights -> role and steps (`read_manifests`); trained weights a manifest
+            does not name count as fully trained, with unknown steps.
+
+    Returns:
+        Rows with the keys of `MINI_COLUMNS`, ranked by trained FID.
+    """
+    usable = [r for r in rows if r["status"] == OK and math.isfinite(r["value"]) and r["metric"] != CALIBRATION_MS]
+
+    def role(r: dict) -> str:
+        if is_random_weights(r["weights"]):
+            return "random"
+        return manifests.get(r["weights"], {}).get("role", "trained")
+
+    quality = [dict(r, role=role(r)) for r in usable if r["metric"] in (FID, PRECISION, RECALL)]
+    scores = _choose(quality, ("model", "role", "metric"), by_n=True)
+    times = _choose([r for r in usable if r["metric"] == MS_PER_IMAGE and r["decode"] == "off"],
+                    ("model", "batch_size"), by_n=False)
+    board = {}
+    for model in sorted({k[0] for k in scores} | {k[0] for k in times}):
+        e = board[model] = {c: None for c in MINI_COLUMNS}
+        e["model"] = model
+        for col, (r_role, metric) in {"fid": ("trained", FID), "precision": ("trained", PRECISION),
+                                      "recall": ("trained", RECALL), "fid_half_steps": ("half", FID),
+                                      "fid_random": ("random", FID), "precision_random": ("random", PRECISION),
+                                      "recall_random": ("random", RECALL)}.items():
+            r = scores.get((model, r_role, metric))
+            e[col] = r["value"] if r else None
+        fid, half = scores.get((model, "trained", FID)), scores.get((model, "half", FID))
+        if fid:
+            e["quality_n"] = int(float(fid["n"])) if fid["n"] else None
+            e["fid_reference"], e["weights"] = _reference(fid), fid["weights"]
+            e["train_steps"] = manifests.get(fid["weights"], {}).get("steps")
+        if half:
+            e["half_steps"] = manifests.get(half["weights"], {}).get("steps")
+        mine = sorted((int(float(k[1])), r) for k, r in times.items() if k[0] == model and k[1])
+        if mine:
+            e["ms_per_image"] = next((r["value"] for b, r in mine if b == 1), None)
+            e["batch_size"], e["ms_per_image_batched"] = mine[-1][0], mine[-1][1]["value"]
+        anyrow = next(r for r in usable if r["model"] == model)
+        e["family"], e["params"], e["nfe"] = anyrow["family"], anyrow["params"], anyrow["nfe"]
+    for model, e in board.items():
+        t = board.get(MINI_TEACHERS.get(model, ""))
+        if t and t["ms_per_image_batched"] and e["ms_per_image_batched"] and t["batch_size"] == e["batch_size"]:
+            e["speedup_batched"] = t["ms_per_image_batched"] / e["ms_per_image_batched"]
+    ordered = sorted(e["fid"] for e in board.values() if e["fid"] is not None)
+    for e in board.values():
+        e["fid_rank"] = ordered.index(e["fid"]) + 1 if e["fid"] is not None else None
+    return sorted(board.values(), key=lambda e: (e["fid_rank"] or math.inf, e["model"]))
+
+
 def _reference(r: dict) -> str:
     """What a FID was measured against, from the row's config: ``adm VIRTUAL_imagenet256_labeled.npz``.
     FIDs against different references (or few samples) do not compare: the column says so."""
@@ -283,36 +380,45 @@ def _sort_key(e: dict) -> tuple:
             e["dtype"], e["compiled"], _num(e["batch_size"]), e["batch_size"])
 
 
-def _cell(col: str, v) -> str:
+def _cell(col: str, v, decimals: dict | None = None) -> str:
+    decimals = _DECIMALS if decimals is None else decimals
     if v is None or v == "":
         return ""
-    if col in _DECIMALS:
-        return f"{v:.{_DECIMALS[col]}f}"
+    if col in decimals:
+        return f"{v:.{decimals[col]}f}"
     return text(v)
 
 
-def to_csv(board: list[dict]) -> str:
-    """The leaderboard as CSV text (``\\n`` line ends, fixed decimals)."""
+def _table_csv(board: list[dict], columns: tuple, decimals: dict) -> str:
     import csv
     import io
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(LEADERBOARD_COLUMNS)
+    w.writerow(columns)
     for e in board:
-        w.writerow([_cell(c, e[c]) for c in LEADERBOARD_COLUMNS])
+        w.writerow([_cell(c, e[c], decimals) for c in columns])
     return buf.getvalue()
+
+
+def _table_markdown(board: list[dict], columns: tuple, decimals: dict) -> str:
+    numeric = set(decimals) | {"fid_rank", "params", "nfe", "batch_size", "quality_n", "train_steps", "half_steps"}
+    lines = ["| " + " | ".join(columns) + " |",
+             "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|"]
+    for e in board:
+        cells = [_cell(c, e[c], decimals).replace("|", "\\|") for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(board: list[dict]) -> str:
+    """The leaderboard as CSV text (``\\n`` line ends, fixed decimals)."""
+    return _table_csv(board, LEADERBOARD_COLUMNS, _DECIMALS)
 
 
 def to_markdown(board: list[dict]) -> str:
     """The leaderboard as a Markdown table with the same cells as the CSV."""
-    numeric = set(_DECIMALS) | {"fid_rank", "params", "nfe", "batch_size", "quality_n"}
-    lines = ["| " + " | ".join(LEADERBOARD_COLUMNS) + " |",
-             "|" + "|".join("---:" if c in numeric else "---" for c in LEADERBOARD_COLUMNS) + "|"]
-    for e in board:
-        cells = [_cell(c, e[c]).replace("|", "\\|") for c in LEADERBOARD_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return _table_markdown(board, LEADERBOARD_COLUMNS, _DECIMALS)
 
 
 def pareto_points(board: list[dict]) -> list[dict]:
@@ -428,6 +534,12 @@ def write_leaderboard(published: str | Path = DEFAULT_PUBLISHED, runs: str | Pat
     paths = {"csv": out_dir / "leaderboard.csv", "md": out_dir / "leaderboard.md"}
     atomic_write(paths["csv"], to_csv(board))
     atomic_write(paths["md"], to_markdown(board))
+    mini_rows = read_runs(runs, mini=True) if Path(runs).is_dir() else []
+    if mini_rows:
+        mini = build_mini(mini_rows, read_manifests(runs))
+        paths["mini_csv"], paths["mini_md"] = out_dir / "leaderboard-mini.csv", out_dir / "leaderboard-mini.md"
+        atomic_write(paths["mini_csv"], _table_csv(mini, MINI_COLUMNS, _MINI_DECIMALS))
+        atomic_write(paths["mini_md"], _table_markdown(mini, MINI_COLUMNS, _MINI_DECIMALS))
     if plot:
         paths["png"] = out_dir / "pareto.png"
         plot_pareto(board, paths["png"])

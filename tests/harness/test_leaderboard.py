@@ -1,4 +1,5 @@
 import csv
+import json
 import io
 import random
 from pathlib import Path
@@ -242,3 +243,60 @@ def test_numeric_setting_cells_key_alike_and_words_are_refused(tmp_path):
     write_csv(tmp_path / "bad" / "b.csv", [{**rows[1], "batch_size": "four"}])
     with pytest.raises(InputError, match="'batch_size' holds 'four'"):
         leaderboard.read_runs(tmp_path / "bad")
+
+
+def mini_runs(runs):
+    """A mini track run: trained, half-way and random eval files, a bench file and the manifest."""
+    base = {**MEASURED, "created": "2026-11-25T12:00:00+00:00", "batch_size": 100, "decode": "on", "n": 200,
+            "config": {"mode": "adm", "reference": "digits-heldout-stats.npz"}}
+    fids = {"tarflow-mini": (20.0, 25.0, 300.0), "biflow-mini": (30.0, 35.0, 280.0), "rf-mini": (60.0, 50.0, 290.0)}
+    files = {"trained": [], "half": [], "random": []}
+    manifest = []
+    for model, triple in fids.items():
+        roles = (("trained", f"sha256:{model}-t", 100), ("half", f"sha256:{model}-h", 50),
+                 ("random", "random-init", None))
+        for (role, weights, steps), fid in zip(roles, triple):
+            q = {**base, "run_id": role, "model": model, "family": model.split("-")[0], "params": 1, "nfe": 1,
+                 "weights": weights}
+            files[role] += [{**q, "metric": FID, "value": fid}, {**q, "metric": "precision", "value": 0.5},
+                            {**q, "metric": "recall", "value": 0.25}]
+            if steps:
+                manifest.append({"model": model, "role": role, "steps": steps, "weights": weights})
+    for role, rows in files.items():
+        write_csv(runs / f"mini-full-x-{role}.csv", rows)
+    bench = [{**MEASURED, "run_id": "b", "created": "2026-11-25T12:00:00+00:00", "model": m, "family": "f",
+              "params": 1, "nfe": 1, "batch_size": bs, "decode": "off", "weights": "random-init",
+              "metric": MS_PER_IMAGE, "value": ms / bs}
+             for m, ms in (("tarflow-mini", 640.0), ("biflow-mini", 8.0), ("rf-mini", 7.0)) for bs in (1, 64)]
+    write_csv(runs / "mini-full-x-bench.csv", bench)
+    atomic_write(runs / "mini-full-x.json", json.dumps({"checkpoints": manifest}))
+    return fids
+
+
+def test_mini_runs_make_their_own_table_and_random_weights_are_never_ranked(inputs, tmp_path):
+    published, runs = inputs
+    before = leaderboard.write_leaderboard(published, runs, tmp_path / "before", plot=False)
+    fids = mini_runs(runs)
+    paths = leaderboard.write_leaderboard(published, runs, tmp_path / "after", plot=False)
+    # The main table is untouched by the mini track's files.
+    assert paths["csv"].read_text() == before["csv"].read_text()
+    rows = {r["model"]: r for r in board_rows(paths["mini_csv"])}
+    assert list(rows) == ["tarflow-mini", "biflow-mini", "rf-mini"]  # ranked by trained FID
+    for model, (trained, half, random_fid) in fids.items():
+        r = rows[model]
+        assert (float(r["fid"]), float(r["fid_half_steps"]), float(r["fid_random"])) == (trained, half, random_fid)
+        assert (r["train_steps"], r["half_steps"]) == ("100", "50")
+    assert [rows[m]["fid_rank"] for m in rows] == ["1", "2", "3"]  # random FIDs (all larger) take no rank
+    assert float(rows["biflow-mini"]["speedup_batched"]) == pytest.approx(80.0)
+    assert rows["biflow-mini"]["ms_per_image"] == "8.000" and rows["biflow-mini"]["batch_size"] == "64"
+    assert rows["tarflow-mini"]["fid_reference"] == "adm digits-heldout-stats.npz"
+    md = paths["mini_md"].read_text().splitlines()
+    assert md[0].startswith("| fid_rank | model |") and len(md) == 2 + len(rows)
+
+
+def test_an_unreadable_mini_manifest_is_refused(inputs, tmp_path):
+    published, runs = inputs
+    mini_runs(runs)
+    atomic_write(runs / "mini-full-x.json", "{not json")
+    with pytest.raises(InputError, match="not a readable track manifest"):
+        leaderboard.write_leaderboard(published, runs, tmp_path, plot=False)

@@ -1,0 +1,50 @@
+"""`nfebench track mini`: train the mini track's models where missing, evaluate and time them.
+
+Example::
+
+    nfebench track mini                      # the committed budget (results/runs/mini-full-*)
+    nfebench track mini --budget ci          # the reduced budget the CI gate checks
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+TRACKS = ("mini",)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from harness.track import BUDGETS, RUNS_DIR
+
+    p.add_argument("track", choices=TRACKS, help="which track (only mini so far)")
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="full",
+                   help="full: the committed schedule; ci: the reduced one of the CI gate (default: full)")
+    p.add_argument("--cache", type=Path,
+                   help="checkpoint folder (default: $NFEBENCH_CACHE/mini, else ~/.cache/nfebench/mini)")
+    p.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help=f"where run files go (default: {RUNS_DIR})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.track import BUDGETS, HALF, MODELS, RANDOM, run_track
+
+    result = run_track(BUDGETS[args.budget], runs_dir=args.runs_dir, cache=args.cache, progress=not args.no_progress)
+    table = Table(title=f"mini track ({args.budget}): FID vs the held-out digits")
+    for col in ("model", "trained", "half steps", "random weights"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for m in MODELS:
+        cells = [result.fids.get(k) for k in (m, f"{m}@{HALF}", f"{m}@{RANDOM}")]
+        table.add_row(m, *("" if v is None else f"{v:.2f}" for v in cells))
+    console = Console()
+    console.print(table)
+    for role, path in result.run_files.items():
+        console.print(f"{role + ':':9} {path}")
+    console.print(f"manifest: {result.manifest}")
+    if result.bench_file:
+        console.print(f"timings:  {result.bench_file}")
+    console.print(f"track wall time: {result.seconds / 60:.1f} min")
+    return 0
