@@ -133,8 +133,9 @@ def test_registered_variants_build_on_meta_with_expected_sizes(model_id):
 
 
 def test_variant_configs_are_the_published_ones():
+    # tarflow-mini is the mini track's teacher, registered with its BiFlow student in adapters/biflow.py
     assert TARFLOW_IDS == ["itarflow-b2", "itarflow-xl2", "tarflow", "tarflow-afhq256", "tarflow-imagenet128",
-                           "tarflow-imagenet64"]
+                           "tarflow-imagenet64", "tarflow-mini"]
     expected = {  # (img, channels in, patch, width, blocks, layers, classes, sigma, space, image side)
         "tarflow-afhq256": (256, 3, 8, 768, 8, 8, 3, 0.07, "pixel", 256),
         "tarflow-imagenet64": (64, 3, 2, 768, 8, 8, 1000, 0.05, "pixel", 64),
