@@ -46,8 +46,7 @@ from adapters.checkpoint import load_checkpoint
 from adapters.layers import (LabelEmbedder, RMSNorm, TimestepEmbedder, TransformerBlock, init_linear_xavier,
                              patchify, rope_2d_tables, unpatchify, zero_adaln)
 from adapters.registry import register
-from adapters.tarflow import ITARFLOW_B2, ITARFLOW_XL2, TARFlowConfig
-from adapters.tarflow import build as build_tarflow
+from adapters.tarflow import ITARFLOW_B2, ITARFLOW_XL2, TARFLOW_MINI
 from harness.errors import InputError
 from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance
 
@@ -248,14 +247,9 @@ register("biflow-b2", family=FAMILY, config=BIFLOW_B2, build=build,
 register("biflow-xl2", family=FAMILY, config=BIFLOW_XL2, build=build,
          description="BiFlow reverse model XL/2 (~688M, our sizing): one pass per image, guidance as an input")
 
-# The mini track's pair (harness/track.py: 8x8 RGB digits in pixel space, trained on a CPU),
-# registered together because the student's stages follow the teacher's flow blocks.
-TARFLOW_MINI = TARFlowConfig(img_size=8, in_channels=3, patch_size=2, channels=64, head_dim=32, num_blocks=4,
-                             layers_per_block=2, num_classes=10, noise_std=0.1, space="pixel")
+# The mini track's student (harness/track.py): one stage per flow block of its teacher, tarflow-mini.
 BIFLOW_MINI = BiFlowConfig(hidden_size=64, depth=4, num_heads=2, num_stages=TARFLOW_MINI.num_blocks, input_size=8,
                            in_channels=3, num_classes=10, space="pixel")
 
-register("tarflow-mini", family="tarflow", config=TARFLOW_MINI, build=build_tarflow,
-         description="mini track: pixel TARFlow teacher on 8x8 digits, P2-64-4-2, sigma 0.1 (~0.4M)")
 register("biflow-mini", family=FAMILY, config=BIFLOW_MINI, build=build,
          description="mini track: BiFlow student of tarflow-mini on 8x8 digits, one pass (~0.4M)")

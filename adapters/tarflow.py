@@ -573,6 +573,9 @@ _ITARFLOW = dict(img_size=32, in_channels=4, patch_size=2, num_classes=1000, noi
                  affine_clip=3.0, space="latent", image_size=256)
 ITARFLOW_B2 = TARFlowConfig(channels=768, num_blocks=8, layers_per_block=2, **_ITARFLOW)
 ITARFLOW_XL2 = TARFlowConfig(channels=1152, num_blocks=6, layers_per_block=7, **_ITARFLOW)
+# The mini track's teacher (harness/track.py): 8x8 RGB digits in pixel space, trained on a CPU.
+TARFLOW_MINI = TARFlowConfig(img_size=8, in_channels=3, patch_size=2, channels=64, head_dim=32, num_blocks=4,
+                             layers_per_block=2, num_classes=10, noise_std=0.1, space="pixel")
 
 register("tarflow", family=FAMILY, config=TARFlowConfig(), build=build,
          description="TARFlow with every config field overridable (defaults: ImageNet64 P2-768-8-8)")
@@ -586,3 +589,5 @@ register("itarflow-b2", family=FAMILY, config=ITARFLOW_B2, build=build,
          description="iTARFlow-B/2 (BiFlow's forward model) on the SD-VAE latent, about 120M parameters")
 register("itarflow-xl2", family=FAMILY, config=ITARFLOW_XL2, build=build,
          description="iTARFlow-XL/2 on the SD-VAE latent, about 690M parameters")
+register("tarflow-mini", family=FAMILY, config=TARFLOW_MINI, build=build,
+         description="mini track: pixel TARFlow teacher on 8x8 digits, P2-64-4-2, sigma 0.1 (~0.4M)")
