@@ -300,3 +300,35 @@ def test_an_unreadable_mini_manifest_is_refused(inputs, tmp_path):
     atomic_write(runs / "mini-full-x.json", "{not json")
     with pytest.raises(InputError, match="not a readable track manifest"):
         leaderboard.write_leaderboard(published, runs, tmp_path, plot=False)
+
+
+def test_committed_tables_are_what_the_committed_runs_regenerate(tmp_path):
+    # The tables under results/ are never hand-edited: `nfebench leaderboard` on the committed
+    # runs must reproduce them byte for byte.
+    paths = leaderboard.write_leaderboard(REPO / "results" / "published.csv", REPO / "results" / "runs", tmp_path,
+                                          plot=False)
+    assert {"csv", "md", "mini_csv", "mini_md"} <= set(paths)
+    for path in paths.values():
+        committed = REPO / "results" / path.name
+        assert path.read_text() == committed.read_text(), f"{committed} differs from `nfebench leaderboard`"
+
+
+def test_readme_mini_table_quotes_the_committed_leaderboard():
+    board = {r["model"]: r for r in board_rows(REPO / "results" / "leaderboard-mini.csv")}
+    quoted = {}
+    for line in (REPO / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        model = cells[0].split("`")[1] if cells[0].startswith("`") else None
+        if model in board and len(cells) == 8:
+            quoted[model] = cells[1:]
+    assert set(quoted) == set(board), "the README's mini table names other models than results/leaderboard-mini.csv"
+    for model, (steps, fid, half, random_fid, pr, ms1, ms64) in quoted.items():
+        r = board[model]
+        assert int(steps) == int(r["train_steps"]), model
+        for said, key in ((fid, "fid"), (half, "fid_half_steps"), (random_fid, "fid_random")):
+            # one decimal quoted from a two-decimal cell: within half a unit of each rounding
+            assert float(said) == pytest.approx(float(r[key]), abs=0.055), (model, key)
+        precision, recall = (float(x) for x in pr.split("/"))
+        assert (precision, recall) == (float(r["precision"]), float(r["recall"])), model
+        for said, key in ((ms1, "ms_per_image"), (ms64, "ms_per_image_batched")):
+            assert float(said) == pytest.approx(float(r[key]), rel=0.01), (model, key)
