@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from harness.errors import InputError
-from harness.results import atomic_write
+from harness.results import atomic_write_npz
 
 DIGITS = "digits"
 DIGITS_LEVELS = 16  # grey levels run 0..16
@@ -82,10 +82,6 @@ def to_uint8_nhwc(x: torch.Tensor) -> np.ndarray:
 def write_reference(split: Split, path: str | Path) -> Path:
     """The held-out images as an ADM-layout image .npz (``arr_0`` uint8 NHWC, ``arr_1`` labels),
     which `nfebench eval --ref` and `nfebench ref-stats` read."""
-    import io
-
     path = Path(path)
-    buf = io.BytesIO()
-    np.savez(buf, arr_0=to_uint8_nhwc(split.ref_x), arr_1=split.ref_y.numpy())
-    atomic_write(path, buf.getvalue())
+    atomic_write_npz(path, arr_0=to_uint8_nhwc(split.ref_x), arr_1=split.ref_y.numpy())
     return path

@@ -119,6 +119,15 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
         raise
 
 
+def atomic_write_npz(path: str | Path, **arrays: Any) -> None:
+    """`numpy.savez` of `arrays` to `path`, written atomically (see `atomic_write`)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(path, buf.getvalue())
+
+
 _digests: dict[tuple, str] = {}  # (path, size, mtime_ns, algorithm) -> hex digest
 
 

@@ -22,7 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import InputError
-from harness.results import atomic_write
+from harness.results import atomic_write, atomic_write_npz
 
 FORMAT = "nfebench-workdir-1"
 # Samples per shard: the unit of work per rank, of resumption and of the merge order. Big
@@ -111,9 +110,7 @@ class WorkDir:
         return out
 
     def write_shard(self, s: int, arrays: dict[str, np.ndarray]) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write(self.shard_path(s), buf.getvalue())
+        atomic_write_npz(self.shard_path(s), **arrays)
 
     def read_shard(self, s: int) -> dict[str, np.ndarray]:
         with np.load(self.shard_path(s), allow_pickle=False) as data:

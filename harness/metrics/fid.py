@@ -20,7 +20,6 @@ Statistics files (``load_stats`` reads all three):
 
 from __future__ import annotations
 
-import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from harness.errors import InputError
-from harness.results import atomic_write
+from harness.results import atomic_write_npz
 
 STATS_FORMAT = "nfebench-stats-1"
 
@@ -241,6 +240,4 @@ def save_stats(path: str | Path, pool: RunningStats, spatial: RunningStats | Non
         arrays["mu_s"], arrays["sigma_s"] = spatial.mean, spatial.covariance
     if pool_features is not None:
         arrays["pool_features"] = np.asarray(pool_features, dtype=np.float32)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write(path, buf.getvalue())  # readers never see half a file
+    atomic_write_npz(path, **arrays)  # readers never see half a file
