@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from harness.errors import InputError
+from harness.metrics.preprocess import quantize
 from harness.results import atomic_write_npz
 
 DIGITS = "digits"
@@ -76,7 +77,7 @@ def load_digits_split(held_out: int = DIGITS_HELD_OUT, seed: int = DIGITS_SPLIT_
 
 def to_uint8_nhwc(x: torch.Tensor) -> np.ndarray:
     """Images (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3) by ADM's rule, as samples are quantised."""
-    return ((x + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return quantize(x).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def write_reference(split: Split, path: str | Path) -> Path:
