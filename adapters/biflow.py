@@ -48,7 +48,7 @@ from adapters.layers import (LabelEmbedder, RMSNorm, TimestepEmbedder, Transform
 from adapters.registry import register
 from adapters.tarflow import ITARFLOW_B2, ITARFLOW_XL2, TARFLOW_MINI
 from harness.errors import InputError
-from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance
+from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
 
 FAMILY = "biflow"
 
@@ -220,8 +220,7 @@ def build(name: str, config: BiFlowConfig, *, checkpoint: str | None = None, dev
     if config.hidden_size % config.num_heads or (config.hidden_size // config.num_heads) % 4:
         raise InputError(f"{name}: hidden_size / num_heads must be an integer divisible by 4 (2-D RoPE), "
                          f"got {config.hidden_size} / {config.num_heads}")
-    if config.space not in ("latent", "pixel"):
-        raise InputError(f"{name}: space must be 'latent' or 'pixel', got {config.space!r}")
+    check_space(name, config.space)
     device = torch.device(device)
     with torch.device(device):
         net = BiFlowNet(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
@@ -233,7 +232,7 @@ def build(name: str, config: BiFlowConfig, *, checkpoint: str | None = None, dev
     info = ModelInfo(
         name=name, family=FAMILY, params=count_params(net), nfe=1, sequential_steps=1, space=config.space,
         sample_shape=(config.in_channels, config.input_size, config.input_size),
-        image_size=8 * config.input_size if config.space == "latent" else config.input_size,
+        image_size=decoded_side(config.space, config.input_size),
         num_classes=config.num_classes, gflops=net.flops() / 1e9, weights=weights,
     )
     return BiFlowSampler(info, net, config, device=device, dtype=dtype)

@@ -28,7 +28,7 @@ from adapters.checkpoint import load_checkpoint
 from adapters.layers import LabelEmbedder, TimestepEmbedder, TransformerBlock, init_linear_xavier, modulate, zero_adaln
 from adapters.registry import register
 from harness.errors import InputError
-from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance
+from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
 
 
 def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:
@@ -276,8 +276,7 @@ def _build(name: str, config: FlowMatchConfig, *, checkpoint: str | None, device
         raise InputError(f"{name}: input_size {config.input_size} is not a multiple of patch_size {config.patch_size}")
     if config.hidden_size % config.num_heads:
         raise InputError(f"{name}: hidden_size {config.hidden_size} is not divisible by num_heads {config.num_heads}")
-    if config.space not in ("latent", "pixel"):
-        raise InputError(f"{name}: space must be 'latent' or 'pixel', got {config.space!r}")
+    check_space(name, config.space)
     meanflow = family == "meanflow"
     with torch.device(device):
         net = DiT(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
@@ -291,7 +290,7 @@ def _build(name: str, config: FlowMatchConfig, *, checkpoint: str | None, device
     info = ModelInfo(
         name=name, family=family, params=count_params(net), nfe=nfe, sequential_steps=config.steps,
         space=config.space, sample_shape=(config.in_channels, config.input_size, config.input_size),
-        image_size=8 * config.input_size if config.space == "latent" else config.input_size,
+        image_size=decoded_side(config.space, config.input_size),
         num_classes=config.num_classes, gflops=net.flops() / 1e9, weights=weights,
     )
     cls = MeanFlowSampler if meanflow else RectifiedFlowSampler

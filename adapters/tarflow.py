@@ -40,7 +40,7 @@ from adapters.checkpoint import load_checkpoint
 from adapters.layers import patchify, unpatchify
 from adapters.registry import register
 from harness.errors import InputError
-from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance
+from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space
 
 FAMILY = "tarflow"
 DECODINGS = ("sequential", "jacobi")
@@ -431,8 +431,7 @@ def _check_config(name: str, c: TARFlowConfig) -> None:
         raise InputError(f"{name}: num_classes, noise_std and guidance must be >= 0")
     if c.affine_clip is not None and c.affine_clip <= 0:
         raise InputError(f"{name}: affine_clip must be positive or None, got {c.affine_clip}")
-    if c.space not in ("pixel", "latent"):
-        raise InputError(f"{name}: space must be 'pixel' or 'latent', got {c.space!r}")
+    check_space(name, c.space)
     if c.space == "latent" and c.image_size is None:
         raise InputError(f"{name}: a latent-space model needs image_size (the decoded side, e.g. 256)")
 

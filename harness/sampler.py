@@ -15,6 +15,8 @@ import torch
 from harness.errors import InputError
 
 RANDOM_INIT = "random-init"
+SPACES = ("pixel", "latent")  # what `ModelInfo.space` may be
+LATENT_DOWNSAMPLE = 8  # the SD-VAE decodes a latent of side s to an image of side 8 s
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,18 @@ def weights_with_decoder(weights: str, decoder_weights: str | None) -> str:
     """A row's `weights` for decoded images: the generator's, plus the decoder's if any
     (``"random-init+vae:random-init"``), so a row never hides a random decoder."""
     return weights if decoder_weights is None else f"{weights}+vae:{decoder_weights}"
+
+
+def check_space(name: str, space: str) -> str:
+    """`space` if it is one of `SPACES`; anything else is an InputError naming them."""
+    if space not in SPACES:
+        raise InputError(f"{name}: space must be 'pixel' or 'latent', got {space!r}")
+    return space
+
+
+def decoded_side(space: str, side: int) -> int:
+    """Side in pixels of the image that a sample of side `side` in `space` decodes to."""
+    return LATENT_DOWNSAMPLE * side if space == "latent" else side
 
 
 def check_guidance(name: str, guidance: object) -> float:

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from harness.errors import InputError
-from harness.sampler import ModelInfo, NonFiniteSampleError, check_finite, check_generate_inputs
+from adapters import model_info
+from harness.sampler import (ModelInfo, NonFiniteSampleError, check_finite, check_generate_inputs, check_space,
+                             decoded_side)
 
 INFO = ModelInfo(name="toy", family="toy", params=1, nfe=1, sequential_steps=1, space="pixel",
                  sample_shape=(3, 8, 8), image_size=8, num_classes=10, gflops=0.0, weights="random-init")
@@ -41,3 +43,16 @@ def test_non_finite_samples_are_reported_with_rows():
 def test_model_info_to_dict_is_json_ready():
     d = INFO.to_dict()
     assert d["sample_shape"] == [3, 8, 8] and d["weights"] == "random-init"
+
+
+def test_space_is_pixel_or_latent_and_a_latent_decodes_at_eight_times_its_side():
+    assert check_space("toy", "pixel") == "pixel" and check_space("toy", "latent") == "latent"
+    with pytest.raises(InputError, match="toy: space must be 'pixel' or 'latent', got 'voxel'"):
+        check_space("toy", "voxel")
+    assert decoded_side("latent", 32) == 256 and decoded_side("pixel", 8) == 8
+
+
+@pytest.mark.parametrize("model_id", ["tarflow-mini", "biflow-mini", "rf-mini"])
+def test_every_family_refuses_an_unknown_space(model_id):
+    with pytest.raises(InputError, match=f"{model_id}: space must be"):
+        model_info(model_id, space="voxel")
