@@ -316,9 +316,7 @@ def build_mini(rows: list[dict], manifests: dict[str, dict]) -> list[dict]:
         t = board.get(MINI_TEACHERS.get(model, ""))
         if t and t["ms_per_image_batched"] and e["ms_per_image_batched"] and t["batch_size"] == e["batch_size"]:
             e["speedup_batched"] = t["ms_per_image_batched"] / e["ms_per_image_batched"]
-    ordered = sorted(e["fid"] for e in board.values() if e["fid"] is not None)
-    for e in board.values():
-        e["fid_rank"] = ordered.index(e["fid"]) + 1 if e["fid"] is not None else None
+    _add_ranks(board, key=("model",))
     return sorted(board.values(), key=lambda e: (e["fid_rank"] or math.inf, e["model"]))
 
 
@@ -358,9 +356,10 @@ def _add_speedups(board: dict[tuple, dict]) -> None:
                 entry[col] = t[ms] / entry[ms]
 
 
-def _add_ranks(board: dict[tuple, dict]) -> None:
-    """Rank by FID over (model, source, nfe), ties sharing the lower rank."""
-    fids = {tuple(e[c] for c in QUALITY_KEY): e["fid"] for e in board.values() if e["fid"] is not None}
+def _add_ranks(board: dict, key: tuple = QUALITY_KEY) -> None:
+    """Rank by FID over the distinct `key`s (the main table: model, source, nfe), ties sharing
+    the lower rank."""
+    fids = {tuple(e[c] for c in key): e["fid"] for e in board.values() if e["fid"] is not None}
     ordered = sorted(fids.values())
     for e in board.values():
         if e["fid"] is not None:
@@ -380,8 +379,7 @@ def _sort_key(e: dict) -> tuple:
             e["dtype"], e["compiled"], _num(e["batch_size"]), e["batch_size"])
 
 
-def _cell(col: str, v, decimals: dict | None = None) -> str:
-    decimals = _DECIMALS if decimals is None else decimals
+def _cell(col: str, v, decimals: dict) -> str:
     if v is None or v == "":
         return ""
     if col in decimals:
