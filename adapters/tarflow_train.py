@@ -40,11 +40,13 @@ def nll_objective(net: TARFlow, x: torch.Tensor, y: torch.Tensor | None, *, nois
 
     def loss(gen: torch.Generator, batch: int) -> torch.Tensor:
         idx = torch.randint(0, len(x), (batch,), generator=gen)
-        xb = x[idx] + noise_std * torch.randn(x[idx].shape, generator=gen)  # (B, C, H, W)
-        if y is None or label_drop <= 0:
-            return -net.log_prob(xb, None if y is None else y[idx]).mean() / dims
+        xb = x[idx]  # (B, C, H, W)
+        xb = xb + noise_std * torch.randn(xb.shape, generator=gen)
+        yb = None if y is None else y[idx]  # (B,)
+        if yb is None or label_drop <= 0:
+            return -net.log_prob(xb, yb).mean() / dims
         n_uncond = max(1, round(label_drop * batch)) if batch > 1 else 0
-        log_p = [net.log_prob(xb[n_uncond:], y[idx][n_uncond:])]  # (B - u,)
+        log_p = [net.log_prob(xb[n_uncond:], yb[n_uncond:])]  # (B - u,)
         if n_uncond:
             log_p.append(net.log_prob(xb[:n_uncond], None))  # (u,)
         return -torch.cat(log_p).mean() / dims

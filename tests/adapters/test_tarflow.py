@@ -133,7 +133,7 @@ def test_registered_variants_build_on_meta_with_expected_sizes(model_id):
 
 
 def test_variant_configs_are_the_published_ones():
-    # tarflow-mini is the mini track's teacher, registered with its BiFlow student in adapters/biflow.py
+    # tarflow-mini is the mini track's teacher (harness/track.py), not a published variant
     assert TARFLOW_IDS == ["itarflow-b2", "itarflow-xl2", "tarflow", "tarflow-afhq256", "tarflow-imagenet128",
                            "tarflow-imagenet64", "tarflow-mini"]
     expected = {  # (img, channels in, patch, width, blocks, layers, classes, sigma, space, image side)
