@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapters.vae import SDVAEDecoder
+from adapters.vae import SD_FT_EMA, SDVAEDecoder, VAESpec
 from harness.errors import InputError
 from harness.sampler import ModelInfo, check_finite, check_generate_inputs
 
@@ -34,13 +34,17 @@ class TorchSampler:
     net: nn.Module
 
     def __init__(self, info: ModelInfo, net: nn.Module, *, device: torch.device, dtype: torch.dtype,
-                 vae: str | None = None):
+                 vae: str | None = None, vae_spec: VAESpec = SD_FT_EMA):
         self.info = info
         self.net = net.eval()
         self.device = torch.device(device)
         self.dtype = dtype
         self._vae_source = vae
+        self.vae_spec = vae_spec  # which SD-VAE decodes this family's latents, and their normalisation
         self._decoder: SDVAEDecoder | None = None
+        # What the last `generate` call reported of itself, e.g. Jacobi iterations per flow block
+        # ({"iterations_mean": 7.5, "iterations_max": 12}); families fill it in `_generate`.
+        self.last_stats: dict[str, float] = {}
         params = inspect.signature(self._generate).parameters
         self.family_options = tuple(k for k in params if k not in ("noise", "labels", "guidance"))
 
@@ -60,6 +64,7 @@ class TorchSampler:
         noise = noise.to(self.device, self.dtype)
         if labels is not None:
             labels = labels.to(self.device, torch.long)
+        self.last_stats = {}
         with torch.no_grad():
             x = self._generate(noise, labels, guidance, **family_options)
         return check_finite(x, f"{self.info.name} generate")
@@ -70,7 +75,7 @@ class TorchSampler:
         if self.info.space != "latent":
             return None
         if self._decoder is None:
-            self._decoder = SDVAEDecoder(self._vae_source, device=self.device, dtype=self.dtype)
+            self._decoder = SDVAEDecoder(self._vae_source, device=self.device, dtype=self.dtype, spec=self.vae_spec)
         return self._decoder
 
     @property

@@ -1,8 +1,38 @@
-"""Checkpoint files: read a state_dict, fingerprint it, load it strictly with errors that name tensors."""
+"""Checkpoint files: read released and training-script checkpoints safely, choose the weights
+entry (EMA first), load strictly with errors that name tensors, and fingerprint what was used.
+
+Released checkpoints come in a few shapes, and one reader serves them all:
+
+- a plain state_dict (TARFlow's ``afhq_model_8_768_8_8_0.07.pth``, SiT's ``SiT-XL-2-256x256.pt``,
+  iMF's ``iMF-XL-2.pth``);
+- a training-script dictionary such as SiT's ``{"model", "ema", "opt", "args"}``, where
+  ``args`` is an ``argparse.Namespace`` and ``opt`` an optimizer state;
+- safetensors files.
+
+Files are read with ``torch.load(weights_only=True)``: no pickled code runs. Metadata
+classes known to be plain data (`SAFE_GLOBALS`) are allowed; any other class the pickle
+names is replaced by an inert placeholder and named in a `CheckpointWarning`, so the weights
+still load and nothing unknown is executed.
+
+When a file holds several weight entries, the EMA entry is chosen, as SiT's ``find_model``
+does; ``entry=`` (``load_sampler(..., ema=KEY)``, ``--set ema=KEY``) chooses another. The
+fingerprint (`ModelInfo.weights`) is ``sha256:<hex of the file>`` followed by ``#<entry>``
+when an entry was chosen out of a container, e.g. ``sha256:3f...9a#ema``.
+
+Example::
+
+    weights = load_checkpoint(net, CheckpointRef("SiT-XL-2-256x256.pt"))     # "sha256:..."
+    weights = load_checkpoint(net, CheckpointRef("0400000.pt", entry="model"))  # "sha256:...#model"
+"""
 
 from __future__ import annotations
 
+import argparse
+import pickle
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -10,18 +40,83 @@ from torch import nn
 from harness.errors import InputError
 from harness.results import file_digest
 
+# Classes that real checkpoints carry as metadata and that are plain data: allowed when unpickling.
+SAFE_GLOBALS = (argparse.Namespace,)
+# Container keys that hold EMA weights, most specific first.
+EMA_KEYS = ("ema", "model_ema", "ema_model", "state_dict_ema", "ema_state_dict")
+# Container keys that hold the raw (non-EMA) weights, in order of preference.
+RAW_KEYS = ("model", "state_dict", "net", "module", "params")
+
+
+class CheckpointWarning(UserWarning):
+    """Something in a checkpoint was skipped or ignored; the message names it."""
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A checkpoint file and, optionally, which of its weight entries to load.
+
+    Args:
+        path: the file (``.pt``, ``.pth``, ``.bin`` or ``.safetensors``).
+        entry: the key of the weights inside a container file (``"model"``, ``"ema"``, ...);
+            None: the EMA entry when there is one (see `choose_entry`).
+    """
+
+    path: Path
+    entry: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+
+def as_ref(checkpoint: str | Path | CheckpointRef) -> CheckpointRef:
+    return checkpoint if isinstance(checkpoint, CheckpointRef) else CheckpointRef(Path(checkpoint))
+
 
 def file_sha256(path: str | Path) -> str:
-    """`"sha256:<hex>"` of a file; this is `ModelInfo.weights`."""
+    """`"sha256:<hex>"` of a file; this is `ModelInfo.weights` of a plain state_dict."""
     return "sha256:" + file_digest(path, "sha256")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a torch (`.pt`, `.pth`, `.bin`) or safetensors file, on the CPU.
+def fingerprint(ref: CheckpointRef, entry: str | None) -> str:
+    """`ModelInfo.weights` of weights read from `ref`: the file's sha256, plus ``#entry`` when
+    the weights were one entry of a container file."""
+    return file_sha256(ref.path) + (f"#{entry}" if entry else "")
 
-    A file holding ``{"model": state_dict}`` or ``{"state_dict": ...}`` is unwrapped, as
-    training scripts often save that.
-    """
+
+class _Skipped:
+    """Stands in for a class a checkpoint names but nfebench does not trust; absorbs its data."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with `SAFE_GLOBALS` allowed and every other class the file
+    names replaced by `_Skipped` (named in a warning)."""
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a zip-format torch file: torch.load below says what it is
+        unsafe = []
+    safe_names = {f"{c.__module__}.{c.__qualname__}" for c in SAFE_GLOBALS}
+    skipped = sorted(set(unsafe) - safe_names)
+    if skipped:
+        warnings.warn(f"checkpoint {path}: skipped objects of classes nfebench does not load "
+                      f"({', '.join(skipped)}); only tensors and plain metadata are read", CheckpointWarning,
+                      stacklevel=3)
+    allowed = [*SAFE_GLOBALS, *((_Skipped, name) for name in skipped)]
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_file(path: str | Path) -> Any:
+    """The object a checkpoint file holds, on the CPU, read without running pickled code."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint {path} does not exist (pass a path to a saved state_dict)")
@@ -29,27 +124,73 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or foreign file: say which
+            return load_file(str(path))
+        return _torch_load(path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise InputError(f"checkpoint {path} could not be read as a state_dict: {exc}") from exc
-    for key in ("model", "state_dict", "ema"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise InputError(f"checkpoint {path} does not hold a state_dict of tensors")
-    return sd
 
 
-def load_checkpoint(module: nn.Module, path: str | Path) -> str:
-    """Load `path` into `module` strictly and return its fingerprint.
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
-    Missing, unexpected and mis-shaped tensors are all named in one InputError, so a user
-    sees every mismatch at once rather than the first.
+
+def choose_entry(obj: Any, entry: str | None, path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The weights in a checkpoint object and the container key they came from (None: the file
+    is a plain state_dict).
+
+    A container's weight entries are its values that are state_dicts (dicts of tensors; an
+    optimizer state or ``args`` is not). Without `entry`: the only EMA entry, else the only
+    entry, else the first of `RAW_KEYS`; several EMA entries must be chosen between.
     """
-    sd = read_state_dict(path)
+    if _is_state_dict(obj):
+        if entry is not None:
+            raise InputError(f"checkpoint {path} is a plain state_dict with no entries; ema={entry!r} "
+                             f"names nothing in it (drop ema=)")
+        return dict(obj), None
+    entries = {k: v for k, v in obj.items() if isinstance(k, str) and _is_state_dict(v)} \
+        if isinstance(obj, Mapping) else {}
+    if not entries:
+        raise InputError(f"checkpoint {path} does not hold a state_dict of tensors")
+    if entry is not None:
+        if entry not in entries:
+            raise InputError(f"checkpoint {path} has no weights entry {entry!r}; its entries: "
+                             f"{', '.join(sorted(entries))}")
+        return dict(entries[entry]), entry
+    emas = [k for k in entries if k.lower() in EMA_KEYS or "ema" in k.lower()]
+    if len(emas) == 1:
+        return dict(entries[emas[0]]), emas[0]
+    if len(emas) > 1:
+        raise InputError(f"checkpoint {path} holds several EMA entries ({', '.join(sorted(emas))}); choose one "
+                         f"with ema=KEY (--set ema=KEY)")
+    if len(entries) == 1:
+        (key, sd), = entries.items()
+        return dict(sd), key
+    for key in RAW_KEYS:
+        if key in entries:
+            return dict(entries[key]), key
+    raise InputError(f"checkpoint {path} holds several weight entries ({', '.join(sorted(entries))}); choose one "
+                     f"with ema=KEY (--set ema=KEY)")
+
+
+def read_checkpoint(checkpoint: str | Path | CheckpointRef) -> tuple[dict[str, torch.Tensor], str]:
+    """The chosen state_dict of a checkpoint and its fingerprint (see the module docstring)."""
+    ref = as_ref(checkpoint)
+    sd, entry = choose_entry(read_file(ref.path), ref.entry, ref.path)
+    return sd, fingerprint(ref, entry)
+
+
+def read_state_dict(path: str | Path | CheckpointRef) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint's chosen entry, on the CPU (see `read_checkpoint`)."""
+    return read_checkpoint(path)[0]
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+
+
+def check_fits(module: nn.Module, sd: Mapping[str, torch.Tensor], what: str) -> None:
+    """Raise one InputError naming every missing, unexpected and mis-shaped tensor of `sd`
+    against `module`, so a user sees every mismatch at once rather than the first."""
     own = module.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
@@ -58,15 +199,47 @@ def load_checkpoint(module: nn.Module, path: str | Path) -> str:
         for k in set(own) & set(sd)
         if tuple(sd[k].shape) != tuple(own[k].shape)
     )
-    problems = []
-    for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-        if names:
-            shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
-            problems.append(f"{label} tensors: {shown}")
+    problems = [f"{label} tensors: {_shown(names)}"
+                for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+                if names]
     if problems:
         raise InputError(
-            f"checkpoint {path} does not match the model configuration: " + "; ".join(problems)
-            + ". Check the config overrides (sizes, patch, classes) against the checkpoint."
+            f"checkpoint {what} does not match the model configuration: " + "; ".join(problems)
+            + ". Check the model id and config overrides (sizes, patch, classes) against the checkpoint."
         )
+
+
+def load_checkpoint(module: nn.Module, checkpoint: str | Path | CheckpointRef, *,
+                    ignore: Callable[[str], bool] | None = None, ignore_reason: str = "",
+                    rename: Callable[[str], str] | None = None,
+                    convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> str:
+    """Load a checkpoint into `module` strictly and return its fingerprint.
+
+    Args:
+        module: the network; may be on the meta device (loading then materialises it).
+        checkpoint: a path or a `CheckpointRef` (which entry of a container to load).
+        ignore: keys of the file that the family does not use (for example a training-only
+            head); they are dropped and named in a `CheckpointWarning`, with `ignore_reason`.
+        rename: maps a file key to the module's key (for example dropping a ``net.`` prefix).
+        convert: last transformation of the whole state_dict before the strict check (for
+            example dropping learned-sigma output channels); it must say what it changes.
+
+    Every other key must match: missing, unexpected and mis-shaped tensors are all named in
+    one InputError.
+    """
+    ref = as_ref(checkpoint)
+    sd, weights = read_checkpoint(ref)
+    if rename is not None:
+        sd = {rename(k): v for k, v in sd.items()}
+    if ignore is not None:
+        dropped = sorted(k for k in sd if ignore(k))
+        if dropped:
+            warnings.warn(f"checkpoint {ref.path}: ignored {len(dropped)} tensors ({_shown(dropped)})"
+                          + (f": {ignore_reason}" if ignore_reason else ""), CheckpointWarning, stacklevel=2)
+            sd = {k: v for k, v in sd.items() if k not in dropped}
+    if convert is not None:
+        sd = convert(sd)
+    check_fits(module, sd, str(ref.path))
     module.load_state_dict(sd, strict=True, assign=any(p.is_meta for p in module.parameters()))
-    return file_sha256(path)
+    return weights
+

@@ -1,7 +1,7 @@
 """The shared training loop of the small models (the mini track): seeded, resumable, with a progress bar.
 
-Each family's objective lives beside its adapter (`adapters.tarflow_train`,
-`adapters.biflow_train`, `adapters.flowmatch_train`) as a function ``loss(generator,
+Each family's objective lives beside its adapter (`adapters.tarflow.train`,
+`adapters.biflow.train`, `adapters.flowmatch.train`) as a function ``loss(generator,
 batch_size) -> scalar`` that draws its own batch from the generator it is given. The loop
 seeds that generator from ``(seed, step)`` alone, so a run stopped at step k and resumed
 from its saved state gives the same weights as one that never stopped.

@@ -1,4 +1,11 @@
-"""SD-VAE decode through diffusers' `AutoencoderKL` (sd-vae-ft-ema configuration).
+"""SD-VAE decode through diffusers' `AutoencoderKL`: sd-vae-ft-ema or -mse, with each family's
+latent normalisation.
+
+Which VAE a latent family decodes with, and how its latents map to the VAE's, is a
+`VAESpec`: the weights' hub id (ft-ema and ft-mse share one architecture) and a
+`LatentNorm`. Most latent models scale the VAE's latents by 0.18215 (`SD_FT_EMA`,
+`SD_FT_MSE`); iMF normalises each channel by its dataset mean and std (its family module
+defines that spec).
 
 Real weights come from a local folder or the Hugging Face cache, never the network. With
 neither, the decoder is built with random weights and says so in `weights`: its timings
@@ -8,6 +15,7 @@ are real (compute does not depend on weight values), its images are not.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,6 +24,7 @@ from harness.errors import InputError
 from harness.sampler import RANDOM_INIT
 
 SD_VAE_REPO = "stabilityai/sd-vae-ft-ema"
+SD_VAE_MSE_REPO = "stabilityai/sd-vae-ft-mse"
 SCALING_FACTOR = 0.18215
 # stabilityai/sd-vae-ft-ema config.json; decoder + post_quant_conv = 49,490,199 parameters.
 SD_VAE_CONFIG = dict(
@@ -36,12 +45,43 @@ SD_VAE_CONFIG = dict(
 DECODER_GFLOPS_256 = 622.2
 
 
-def resolve_vae_source(source: str | None) -> str | None:
+@dataclass(frozen=True)
+class LatentNorm:
+    """How a model's latents x become the VAE's latents z, per channel: ``z = x / scale + shift``.
+
+    The SD convention is one scale, 0.18215, and no shift; a family that normalised its
+    training latents by per-channel mean m and std s (x = (z - m) / s) has scale 1/s and shift m.
+    """
+
+    scale: tuple[float, ...] = (SCALING_FACTOR,) * 4
+    shift: tuple[float, ...] = (0.0,) * 4
+
+    def to_vae(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, C, h, w) in the model's normalisation -> the VAE's latents (N, C, h, w)."""
+        scale = torch.tensor(self.scale, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        shift = torch.tensor(self.shift, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return x / scale + shift
+
+
+@dataclass(frozen=True)
+class VAESpec:
+    """The SD-VAE weights a latent family decodes with (a hub id, found offline) and its latent normalisation."""
+
+    repo: str = SD_VAE_REPO
+    norm: LatentNorm = LatentNorm()
+
+
+SD_FT_EMA = VAESpec(SD_VAE_REPO)
+SD_FT_MSE = VAESpec(SD_VAE_MSE_REPO)
+
+
+def resolve_vae_source(source: str | None, repo: str = SD_VAE_REPO) -> str | None:
     """Where real VAE weights are, or None for random weights.
 
     `source` (or ``$NFEBENCH_VAE``) may be a local folder holding ``config.json`` and the
     weights, or a hub repo id looked up only in the local Hugging Face cache. The literal
-    ``"random"`` asks for random weights. Unset: the sd-vae-ft-ema cache entry if present.
+    ``"random"`` asks for random weights. Unset: the cache entry of `repo` (the family's
+    VAE, sd-vae-ft-ema by default) if present.
     """
     source = source or os.environ.get("NFEBENCH_VAE")
     if source == "random":
@@ -50,7 +90,7 @@ def resolve_vae_source(source: str | None) -> str | None:
         if not (Path(source) / "config.json").is_file():
             raise InputError(f"VAE folder {source} has no config.json (expected a diffusers AutoencoderKL folder)")
         return source
-    repo = source or SD_VAE_REPO
+    repo = source or repo
     try:
         from huggingface_hub import snapshot_download
 
@@ -74,13 +114,21 @@ def _weights_fingerprint(folder: Path) -> str:
 
 
 class SDVAEDecoder:
-    """Latents (N, 4, 32, 32) scaled by 0.18215 -> images (N, 3, 256, 256) in [-1, 1]."""
+    """Latents (N, 4, 32, 32) in a family's normalisation (`VAESpec.norm`; by default scaled by
+    0.18215) -> images (N, 3, 256, 256) in [-1, 1].
+
+    Args:
+        source: a local diffusers folder or a hub id found in the local cache, "random", or
+            None (``$NFEBENCH_VAE``, else `spec.repo` from the cache, else random weights).
+        spec: which SD-VAE and latent normalisation the family uses.
+    """
 
     def __init__(self, source: str | None = None, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, spec: VAESpec = SD_FT_EMA):
         from diffusers import AutoencoderKL
 
-        path = resolve_vae_source(source)
+        self.spec = spec
+        path = resolve_vae_source(source, spec.repo)
         if path is None:
             from adapters.registry import seeded_init
 
@@ -94,7 +142,6 @@ class SDVAEDecoder:
         if next(vae.parameters()).dtype != dtype:  # diffusers warns on every .to(dtype), even a no-op
             vae = vae.to(dtype=dtype)
         self.vae = vae.eval().requires_grad_(False)
-        self.scaling_factor = float(vae.config.scaling_factor)
 
     @property
     def params(self) -> int:
@@ -102,5 +149,5 @@ class SDVAEDecoder:
 
     @torch.no_grad()
     def __call__(self, latents: torch.Tensor) -> torch.Tensor:
-        z = latents.to(dtype=next(self.vae.parameters()).dtype) / self.scaling_factor  # (N, 4, h, w)
+        z = self.spec.norm.to_vae(latents.to(dtype=next(self.vae.parameters()).dtype))  # (N, 4, h, w)
         return self.vae.decode(z).sample.clamp(-1, 1)  # (N, 3, 8h, 8w)

@@ -7,6 +7,10 @@ added row, so an interrupted run leaves every finished row and never a half-writ
 
 Schema history (``schema_version`` column):
   1: first version.
+  2: ``ci_low``, ``ci_high`` (a 95% interval in the unit of ``value``), ``stable`` (a timing
+     whose interval met its target) and ``quality`` (a fast setting checked against the
+     reference setting: verified, unverified or failed). Version-1 files read with these
+     columns empty.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any, Iterable, Mapping
 from harness import __version__
 from harness.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Metric names: use these constants, never retype the strings.
 MS_PER_BATCH = "ms_per_batch"
@@ -56,8 +60,15 @@ SETTING_COLUMNS = (
     "model", "family", "params", "nfe", "backend", "device", "device_name", "dtype", "compiled",
     "batch_size", "decode", "guidance", "seed", "weights",
 )
-MEASUREMENT_COLUMNS = ("metric", "value", "spread", "n", "status", "source", "citation", "notes", "config")
+MEASUREMENT_COLUMNS = ("metric", "value", "spread", "n", "ci_low", "ci_high", "stable", "quality", "status", "source",
+                       "citation", "notes", "config")
 COLUMNS = PROVENANCE_COLUMNS + SETTING_COLUMNS + MEASUREMENT_COLUMNS
+# Columns each schema version added; a file of an older version is read with them empty.
+ADDED_IN = {2: ("ci_low", "ci_high", "stable", "quality")}
+NUMERIC_COLUMNS = ("value", "spread", "ci_low", "ci_high")  # empty cells read as NaN
+
+# The `quality` column: how a fast setting's samples compare with the reference setting's.
+VERIFIED, UNVERIFIED, FAILED = "verified", "unverified", "failed"
 
 _VERSIONED_PACKAGES = ("torch", "numpy", "diffusers", "jax", "torch-fidelity", "clean-fid", "pyperf")
 
@@ -202,9 +213,15 @@ def read_run(path: str | Path):
     if not path.is_file():
         raise InputError(f"run file {path} does not exist")
     try:
-        df = pd.read_csv(path, keep_default_na=False, na_values={"value": [""], "spread": [""]})
+        df = pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in NUMERIC_COLUMNS})
     except Exception as exc:
         raise InputError(f"run file {path} is not a readable CSV: {exc}") from exc
+    if "schema_version" in df.columns and not df.empty:
+        oldest = int(pd.to_numeric(df["schema_version"], errors="coerce").min())
+        for version, added in ADDED_IN.items():
+            for c in added:
+                if oldest < version and c not in df.columns:
+                    df[c] = float("nan") if c in NUMERIC_COLUMNS else ""
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"run file {path} lacks the result columns {', '.join(missing)}")

@@ -4,10 +4,10 @@ No ImageNet checkpoint can be had offline, so every other FID nfebench computes 
 comes from random weights. This track trains, on two CPU cores in minutes, BiFlow's recipe
 in miniature on scikit-learn's 8x8 digits (`harness.datasets`):
 
-- ``tarflow-mini``: a pixel TARFlow teacher, maximum likelihood (`adapters.tarflow_train`);
+- ``tarflow-mini``: a pixel TARFlow teacher, maximum likelihood (`adapters.tarflow.train`);
 - ``biflow-mini``: a BiFlow student of the frozen teacher, with hidden alignment, learned
-  denoising and training-time guidance (`adapters.biflow_train`);
-- ``rf-mini``: a one-step Rectified Flow baseline (`adapters.flowmatch_train`);
+  denoising and training-time guidance (`adapters.biflow.train`);
+- ``rf-mini``: a one-step Rectified Flow baseline (`adapters.flowmatch.train`);
 
 then evaluates each with ``nfebench eval`` against the 500 held-out digits (FID in ``adm``
 mode, precision and recall), beside the same architecture with random weights (the exact
@@ -116,17 +116,17 @@ def _trainable(model: str, split: Split, budget: Budget, teacher: Checkpoint | N
 
     sampler = load_sampler(model)
     if model == TEACHER:
-        from adapters.tarflow_train import nll_objective
+        from adapters.tarflow.train import nll_objective
 
         sampler.net.requires_grad_(True)
         return sampler, sampler.net, nll_objective(sampler.net, split.train_x, split.train_y,
                                                    noise_std=sampler.config.noise_std)
     if model == BASELINE:
-        from adapters.flowmatch_train import velocity_objective
+        from adapters.flowmatch.train import velocity_objective
 
         return sampler, sampler.net, velocity_objective(sampler.net, split.train_x, split.train_y)
-    from adapters.biflow import AlignmentHeads
-    from adapters.biflow_train import distill_objective, make_pairs
+    from adapters.biflow.model import AlignmentHeads
+    from adapters.biflow.train import distill_objective, make_pairs
 
     frozen = load_sampler(TEACHER, checkpoint=str(teacher.path))
     pairs = make_pairs(frozen, split.train_x, split.train_y, draws=budget.draws, seed=budget.seed)

@@ -1,8 +1,11 @@
 """Fixtures shared across the test tree."""
 
+import importlib
+import os
 import sys
 import types
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,7 +80,7 @@ def fake_decoder():
 @pytest.fixture
 def fake_jax_family(monkeypatch):
     """Registers ``fake-jax`` (pixel) and ``fake-jax-latent`` (a torch sampler and its JAX
-    port) for one test; returns the list that grows by one each time the port's generate
+    port), and ``fake-jax-unported`` (no port), for one test; returns the list that grows by one each time the port's generate
     is traced."""
     from adapters.jax import sampler as jax_sampler
 
@@ -85,7 +88,9 @@ def fake_jax_family(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     for name, config in (("fake-jax", FakeConfig()), ("fake-jax-latent", FakeConfig(space="latent"))):
         registry.register(name, family="fake-jax", config=config,
-                          build=lambda name, config, **kw: FakeTorchSampler(name, config))
+                          build=lambda name, config, **kw: FakeTorchSampler(name, config), jax_port="fake_jax_port")
+    registry.register("fake-jax-unported", family="fake-jax", config=FakeConfig(),  # no jax_port
+                      build=lambda name, config, **kw: FakeTorchSampler(name, config))
     real_parts = jax_sampler.JaxSampler._decoder_parts
     monkeypatch.setattr(jax_sampler.JaxSampler, "_decoder_parts",
                         lambda self: fake_decoder() if self.info.family == "fake-jax" and
@@ -93,8 +98,45 @@ def fake_jax_family(monkeypatch):
     port = types.ModuleType("fake_jax_port")
     port.convert_params, port.make_generate, port.FAMILY_OPTIONS = convert_params, make_generate, ("scale",)
     monkeypatch.setitem(sys.modules, "fake_jax_port", port)
-    monkeypatch.setitem(jax_sampler.PORTS, "fake-jax", "fake_jax_port")
     TRACES.clear()
     return TRACES
 
 
+
+
+# Official reference code (never committed): github:<owner>/<repo> extracted under this folder, one
+# sub-folder per repository, e.g. $NFEBENCH_REFERENCE_DIR/imf for Lyy-iiis/imeanflow (branch torch):
+#   git --git-dir=<mirror> archive torch | tar -x -C /tmp/ref/imf
+REFERENCE_DIR = Path(os.environ.get("NFEBENCH_REFERENCE_DIR", "/tmp/ref"))
+
+
+def import_reference(folder: str, repo: str, *modules: str) -> list[types.ModuleType]:
+    """Import `modules` of the reference code in REFERENCE_DIR/folder, or skip the test naming what to fetch.
+
+    The reference repositories use generic top-level names (`models`, `utils`), so the modules are
+    imported with the folder first on sys.path and every module they brought in under those names is
+    removed from sys.modules afterwards: two references never see each other's `models`.
+    """
+    root = REFERENCE_DIR / folder
+    if not root.is_dir():
+        pytest.skip(f"reference code of github:{repo} not found at {root} (extract it there, or set "
+                    f"NFEBENCH_REFERENCE_DIR); it is never committed")
+    before = set(sys.modules)
+    sys.path.insert(0, str(root))
+    try:
+        loaded = [importlib.import_module(m) for m in modules]
+    except ImportError as exc:
+        pytest.skip(f"reference code of github:{repo} at {root} needs {exc.name}, which is not installed")
+    finally:
+        sys.path.remove(str(root))
+        for name in set(sys.modules) - before:
+            mod_file = getattr(sys.modules[name], "__file__", None) or ""
+            if mod_file.startswith(str(root)):
+                del sys.modules[name]
+    return loaded
+
+
+@pytest.fixture
+def reference_code():
+    """`import_reference` for a test: ``imf, = reference_code("imf", "Lyy-iiis/imeanflow", "imf")``."""
+    return import_reference

@@ -36,9 +36,6 @@ import numpy as np
 from harness.errors import InputError
 from harness.sampler import ModelInfo, NonFiniteSampleError, check_generate_inputs, check_guidance
 
-# Port module of each family (ModelInfo.family).
-PORTS = {"tarflow": "adapters.jax.tarflow", "biflow": "adapters.jax.biflow",
-         "rectified-flow": "adapters.jax.dit", "meanflow": "adapters.jax.dit"}
 PLATFORMS = ("auto", "cpu", "gpu", "tpu")
 DTYPES = ("float32", "bfloat16", "float16")
 ALLOW_CPU_ENV = "NFEBENCH_ALLOW_CPU"  # "1": a sweep that asks for a TPU may run on the CPU instead
@@ -130,7 +127,7 @@ class JaxSampler:
     backend = "jax"
 
     def __init__(self, info: ModelInfo, config: Any, params: Any, generate: Callable, family_options: tuple[str, ...],
-                 *, dtype: Any = "float32", devices: list | None = None, vae: str | None = None):
+                 *, dtype: Any = "float32", devices: list | None = None, vae: str | None = None, vae_spec: Any = None):
         jax = require_jax()
         self.info = info
         self.config = config
@@ -141,6 +138,7 @@ class JaxSampler:
         self._host_params = params  # numpy, float32: cast and placed per device set on demand
         self._placed: dict[tuple, Any] = {}
         self._vae_source = vae
+        self._vae_spec = vae_spec  # adapters.vae.VAESpec of the torch adapter; None: the SD default
         self._decoder: tuple[Any, Callable, str, int] | None = None  # (params, decode fn, weights, count)
         self._jitted: dict[tuple, Callable] = {}
 
@@ -188,11 +186,11 @@ class JaxSampler:
             return None
         if self._decoder is None:
             from adapters.jax.vae import convert_decoder_params, make_decode
-            from adapters.vae import SDVAEDecoder
+            from adapters.vae import SD_FT_EMA, SDVAEDecoder
 
-            torch_vae = SDVAEDecoder(self._vae_source, device="cpu")
+            torch_vae = SDVAEDecoder(self._vae_source, device="cpu", spec=self._vae_spec or SD_FT_EMA)
             params = convert_decoder_params(torch_vae.vae.state_dict(), "sd-vae")
-            decode = make_decode(scaling_factor=torch_vae.scaling_factor)
+            decode = make_decode(norm=torch_vae.spec.norm)
             self._decoder = (params, decode, torch_vae.weights, torch_vae.params)
         return self._decoder
 
@@ -320,7 +318,7 @@ def _check_finite(x, what: str):
 
 
 def load_jax_sampler(model_id: str, checkpoint: str | None = None, *, dtype: Any = "float32", device: str = "auto",
-                     **config_overrides: Any) -> JaxSampler:
+                     ema: str | None = None, **config_overrides: Any) -> JaxSampler:
     """Build `model_id` for JAX with the weights its PyTorch adapter would load.
 
     Args:
@@ -330,22 +328,25 @@ def load_jax_sampler(model_id: str, checkpoint: str | None = None, *, dtype: Any
         dtype: "float32", "bfloat16" or "float16" (a torch dtype is accepted too).
         device: "auto" (JAX's default backend), "cpu", "gpu" or "tpu"; every local device
             of that platform is used.
+        ema: which weights entry of a container checkpoint (as for `adapters.load_sampler`).
         **config_overrides: as for `adapters.load_sampler`.
     """
     require_jax()
-    from adapters.registry import load_sampler
+    from adapters.registry import get_spec, list_models, load_sampler
 
+    spec = get_spec(model_id)
+    if spec.jax_port is None:
+        ported = sorted(m for m in list_models() if get_spec(m).jax_port)
+        raise InputError(f"{model_id}: family {spec.family!r} has no JAX port (ported ids: {', '.join(ported)}); "
+                         f"run it with --backend torch")
     _jnp_dtype(dtype)  # a bad dtype fails before anything is built
     devices = jax_devices(device)
-    torch_sampler = load_sampler(model_id, checkpoint=checkpoint, device="cpu", **config_overrides)
+    torch_sampler = load_sampler(model_id, checkpoint=checkpoint, device="cpu", ema=ema, **config_overrides)
     info = torch_sampler.info
-    if info.family not in PORTS:
-        raise InputError(f"{model_id}: family {info.family!r} has no JAX port (ported: {', '.join(sorted(PORTS))}); "
-                         f"run it with --backend torch")
-    port = import_module(PORTS[info.family])
+    port = import_module(spec.jax_port)
     config = torch_sampler.config
     params = port.convert_params(torch_sampler.net.state_dict(), config, model_id)
     generate = port.make_generate(config, info.family, name=model_id)
     return JaxSampler(info, config, params, generate, tuple(port.FAMILY_OPTIONS), dtype=dtype, devices=devices,
-                      vae=getattr(config, "vae", None))
+                      vae=getattr(config, "vae", None), vae_spec=getattr(torch_sampler, "vae_spec", None))
 

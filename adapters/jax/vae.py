@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from adapters.jax.convert import StateDictReader
-from adapters.vae import SCALING_FACTOR, SD_VAE_CONFIG
+from adapters.vae import SD_VAE_CONFIG, LatentNorm
 from harness.errors import InputError
 
 # decoder + post_quant_conv of sd-vae-ft-ema, as `SDVAEDecoder.params` counts them.
@@ -195,12 +195,13 @@ def convert_decoder_params(state_dict: Mapping[str, Any], what: str = "sd-vae",
 
 
 def make_decode(config: Mapping[str, Any] = SD_VAE_CONFIG,
-                scaling_factor: float = SCALING_FACTOR) -> Callable[[Any, jax.Array], jax.Array]:
+                norm: LatentNorm = LatentNorm()) -> Callable[[Any, jax.Array], jax.Array]:
     """The decode function: ``decode(params, latents) -> images``, pure and jit-traceable.
 
     Args:
         config: the AutoencoderKL config (`adapters.vae.SD_VAE_CONFIG` by default).
-        scaling_factor: latents arrive multiplied by it, as the samplers produce them.
+        norm: the family's latent normalisation (`adapters.vae.LatentNorm`; by default the
+            latents arrive multiplied by 0.18215, as most samplers produce them).
 
     Returns:
         ``decode(params, latents)``: `params` from `convert_decoder_params` (float32, or cast
@@ -217,7 +218,9 @@ def make_decode(config: Mapping[str, Any] = SD_VAE_CONFIG,
 
     def decode(params, latents):
         dtype = jax.tree_util.tree_leaves(params)[0].dtype
-        z = jnp.transpose(latents.astype(dtype) / jnp.asarray(scaling_factor, dtype), (0, 2, 3, 1))  # (N, h, w, C)
+        scale = jnp.asarray(norm.scale, dtype)[None, :, None, None]
+        shift = jnp.asarray(norm.shift, dtype)[None, :, None, None]
+        z = jnp.transpose(latents.astype(dtype) / scale + shift, (0, 2, 3, 1))  # (N, h, w, C)
         x = dec.apply({"params": params}, z)  # (N, 8h, 8w, 3)
         return jnp.clip(jnp.transpose(x, (0, 3, 1, 2)), -1, 1)  # (N, 3, 8h, 8w)
 

@@ -81,8 +81,8 @@ def test_outside_package_registers_through_entry_points(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", {})
     monkeypatch.setattr(registry, "_loaded", False)
     monkeypatch.delitem(sys.modules, "outside_family", raising=False)
-    for module in registry._BUILTIN_MODULES:  # re-import so built-ins register into the fresh dict
-        monkeypatch.delitem(sys.modules, module, raising=False)
+    for family in registry.FAMILIES:  # re-import so built-ins register into the fresh dict
+        monkeypatch.delitem(sys.modules, f"adapters.{family}", raising=False)
     assert "outside-s" in list_models()
     assert EXPECTED_IDS <= set(list_models())
     assert load_sampler("outside-s").info.sample_shape == (3, 6, 6)

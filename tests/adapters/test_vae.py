@@ -70,3 +70,28 @@ def test_random_decoder_weights_are_reproducible(monkeypatch):
     monkeypatch.setenv("NFEBENCH_VAE", "random")
     a, b = SDVAEDecoder(), SDVAEDecoder()
     assert torch.equal(a.vae.decoder.conv_in.weight, b.vae.decoder.conv_in.weight)
+
+
+def test_per_channel_latent_normalisation_and_the_family_repo(tmp_path, monkeypatch):
+    """A family that normalised latents per channel (x = (z - m) / s, as iMF does) decodes z = x * s + m,
+    and its VAESpec's repo is the one looked up in the cache."""
+    from huggingface_hub import constants
+
+    from adapters.vae import LatentNorm, VAESpec
+
+    mean, std = torch.tensor([0.9, -0.3, 0.2, 0.4]), torch.tensor([4.9, 5.3, 3.9, 4.0])
+    torch.manual_seed(0)
+    ref = AutoencoderKL(**TINY).eval()
+    snapshot = tmp_path / "hub" / "models--someone--mse-vae" / "snapshots" / ("0" * 40)
+    ref.save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("NFEBENCH_VAE", raising=False)
+    spec = VAESpec("someone/mse-vae", LatentNorm(scale=tuple((1 / std).tolist()), shift=tuple(mean.tolist())))
+    dec = SDVAEDecoder(spec=spec)
+    assert dec.weights.startswith("sha256:")
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        expected = ref.decode(x * std.view(-1, 1, 1) + mean.view(-1, 1, 1)).sample.clamp(-1, 1)
+    assert torch.allclose(dec(x), expected, atol=1e-5)

@@ -3,7 +3,7 @@
 import torch
 
 from adapters import load_sampler
-from adapters.flowmatch_train import velocity_objective
+from adapters.flowmatch.train import velocity_objective
 
 
 def test_loss_of_the_initial_zero_velocity_net_is_the_target_energy():

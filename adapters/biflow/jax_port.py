@@ -1,4 +1,4 @@
-"""BiFlow's reverse model G in Flax: a port of `adapters.biflow` (noise -> latent in one pass).
+"""BiFlow's reverse model G in Flax: a port of `adapters.biflow.model` (noise -> latent in one pass).
 
 `convert_params` turns the torch `BiFlowNet`'s state_dict into this module's params, and
 `make_generate` returns the sampler as one pure function for `jax.jit`: one pass of G with
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from adapters.biflow import FAMILY, BiFlowConfig
+from adapters.biflow.model import FAMILY, BiFlowConfig
 from adapters.jax.convert import StateDictReader
 from adapters.jax.layers import (LabelEmbedder, RMSNorm, TimestepEmbedder, TransformerBlock, convert_block,
                                  convert_label_embedder, convert_timestep_embedder, patchify, rope_2d_tables,
@@ -41,7 +41,7 @@ def _mlp_hidden(config: BiFlowConfig) -> int:
 
 
 class BiFlowNet(nn.Module):
-    """`adapters.biflow.BiFlowNet` without stage outputs: noise (N, C, H, W), labels (N,) or None,
+    """`adapters.biflow.model.BiFlowNet` without stage outputs: noise (N, C, H, W), labels (N,) or None,
     guidance (N,) -> latent (N, C, H, W)."""
 
     config: BiFlowConfig

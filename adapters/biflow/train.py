@@ -26,7 +26,7 @@ Loss = MSE(G(z, y, g), target) + ``align_weight`` * mean over stages of the alig
 Example::
 
     >>> from adapters import load_sampler
-    >>> from adapters.biflow import AlignmentHeads
+    >>> from adapters.biflow.model import AlignmentHeads
     >>> teacher, student = load_sampler("tarflow-mini"), load_sampler("biflow-mini")
     >>> x, y = torch.rand(8, 3, 8, 8) * 2 - 1, torch.randint(0, 10, (8,))
     >>> pairs = make_pairs(teacher, x, y, draws=1, scales=(0.0, 1.0))
@@ -41,9 +41,9 @@ from dataclasses import dataclass
 
 import torch
 
-from adapters.biflow import AlignmentHeads, BiFlowNet
+from adapters.biflow.model import AlignmentHeads, BiFlowNet
 from adapters.layers import patchify, unpatchify
-from adapters.tarflow import TARFlowSampler
+from adapters.tarflow.model import TARFlowSampler
 from adapters.training import Objective
 
 TRAIN_GUIDANCE = (0.0, 0.5, 1.0, 2.0)  # scales G is trained at, one drawn per pair

@@ -3,7 +3,7 @@
 import torch
 
 from adapters import load_sampler
-from adapters.tarflow_train import nll_objective
+from adapters.tarflow.train import nll_objective
 
 
 def test_nll_of_the_initial_identity_flow_is_the_standard_normal_energy():

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from adapters.tarflow import TARFlow
+from adapters.tarflow.model import TARFlow
 from adapters.training import Objective
 
 LABEL_DROP = 0.1  # fraction of a batch trained unconditionally (mean class embedding)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from adapters.jax import biflow
+from adapters.biflow import jax_port as biflow
 from adapters.jax.layers import patchify, rope_2d_tables, unpatchify
 from adapters.layers import patchify as torch_patchify
 from adapters.layers import rope_2d_tables as torch_rope_2d_tables

@@ -1,7 +1,7 @@
 """Flax TARFlow port: parity with the torch adapter on the same weights and noise, the token
 loop compiled once, option checks and conversion errors.
 
-The reference is `adapters.tarflow.TARFlowSampler` (itself tested against a brute-force
+The reference is `adapters.tarflow.model.TARFlowSampler` (itself tested against a brute-force
 solve in tests/adapters/test_tarflow.py), run on tiny configurations whose every parameter
 is perturbed with a seeded generator, so proj_out (zero at init), the class embeddings and
 the prior variance all do real work.
@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from adapters import load_sampler
-from adapters.jax.tarflow import FAMILY_OPTIONS, TARFlow, convert_params, make_generate
-from adapters.tarflow import TARFlowConfig
+from adapters.tarflow.jax_port import FAMILY_OPTIONS, TARFlow, convert_params, make_generate
+from adapters.tarflow.model import TARFlowConfig
 from harness.errors import InputError
 
 # T = (8/2)^2 = 16 tokens; two blocks so both token orders are exercised.

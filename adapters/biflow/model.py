@@ -45,8 +45,7 @@ from adapters.base import TorchSampler, count_params
 from adapters.checkpoint import load_checkpoint
 from adapters.layers import (LabelEmbedder, RMSNorm, TimestepEmbedder, TransformerBlock, init_linear_xavier,
                              patchify, rope_2d_tables, unpatchify, zero_adaln)
-from adapters.registry import register
-from adapters.tarflow import ITARFLOW_B2, ITARFLOW_XL2, TARFLOW_MINI
+from adapters.tarflow import ITARFLOW_B2  # BiFlow-B/2's stages are its teacher's flow blocks
 from harness.errors import InputError
 from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
 
@@ -236,19 +235,3 @@ def build(name: str, config: BiFlowConfig, *, checkpoint: str | None = None, dev
         num_classes=config.num_classes, gflops=net.flops() / 1e9, weights=weights,
     )
     return BiFlowSampler(info, net, config, device=device, dtype=dtype)
-
-
-BIFLOW_B2 = BiFlowConfig()  # width 768, 12 trunk blocks + 1 denoising block, stages = iTARFlow-B/2 blocks
-BIFLOW_XL2 = BiFlowConfig(hidden_size=1152, depth=28, num_heads=16, num_stages=ITARFLOW_XL2.num_blocks)
-
-register("biflow-b2", family=FAMILY, config=BIFLOW_B2, build=build,
-         description="BiFlow reverse model B/2 (~136M, paper 133M): one pass per image, guidance as an input")
-register("biflow-xl2", family=FAMILY, config=BIFLOW_XL2, build=build,
-         description="BiFlow reverse model XL/2 (~688M, our sizing): one pass per image, guidance as an input")
-
-# The mini track's student (harness/track.py): one stage per flow block of its teacher, tarflow-mini.
-BIFLOW_MINI = BiFlowConfig(hidden_size=64, depth=4, num_heads=2, num_stages=TARFLOW_MINI.num_blocks, input_size=8,
-                           in_channels=3, num_classes=10, space="pixel")
-
-register("biflow-mini", family=FAMILY, config=BIFLOW_MINI, build=build,
-         description="mini track: BiFlow student of tarflow-mini on 8x8 digits, one pass (~0.4M)")

@@ -1,6 +1,6 @@
 """Training a Rectified Flow velocity network (the mini track's one-step baseline).
 
-Flow matching with the straight path of `adapters.flowmatch`'s convention:
+Flow matching with the straight path of `adapters.flowmatch.model`'s convention:
 x_t = (1 - t) x0 + t * noise, t ~ U(0, 1), target velocity v = noise - x0, mean squared
 error. A fraction of labels is replaced by the null class, so classifier-free guidance
 has an unconditional model to contrast with.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from adapters.flowmatch import DiT
+from adapters.flowmatch.model import DiT
 from adapters.training import Objective
 
 LABEL_DROP = 0.1  # fraction of labels replaced by the null class

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from adapters.jax import dit
+from adapters.flowmatch import jax_port as dit
 from harness.errors import InputError
 
 TINY = dict(hidden_size=64, depth=2, num_heads=4, input_size=8, num_classes=10)

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from adapters.jax.convert import StateDictReader
-from adapters.tarflow import DECODINGS, TARFlowConfig
+from adapters.tarflow.model import DECODINGS, TARFlowConfig
 from harness.errors import InputError
 from harness.sampler import check_guidance
 
@@ -160,7 +160,7 @@ class AttentionBlock(nn.Module):
 
 
 class MetaBlock(nn.Module):
-    """One autoregressive flow block; see `adapters.tarflow.MetaBlock`. Sequences passed
+    """One autoregressive flow block; see `adapters.tarflow.model.MetaBlock`. Sequences passed
     to `affine` and `step` are already in this block's (possibly flipped) order."""
 
     config: TARFlowConfig
@@ -265,7 +265,7 @@ def convert_params(state_dict: dict[str, Any], config: TARFlowConfig, what: str)
     """The torch adapter's ``TARFlow.state_dict()`` -> this module's Flax params.
 
     Args:
-        state_dict: torch tensors named as `adapters.tarflow.TARFlow` (and apple/ml-tarflow)
+        state_dict: torch tensors named as `adapters.tarflow.model.TARFlow` (and apple/ml-tarflow)
             name them; the ``attn_mask`` buffers are checked for shape and dropped (the
             causal mask is built in the graph).
         config: the `TARFlowConfig` the weights were trained with.
@@ -416,7 +416,7 @@ def make_generate(config: TARFlowConfig, family: str = "tarflow", *, name: str |
         guide_what="ab", denoise=None, decoding="sequential", jacobi_tol=1e-4,
         jacobi_max_iters=None) -> x``: `params` from `convert_params` (cast to the compute
         dtype), noise (N, C, H, W), labels int (N,) or None; the options mean what they
-        mean for `adapters.tarflow.TARFlowSampler.generate`, and bad ones raise InputError
+        mean for `adapters.tarflow.model.TARFlowSampler.generate`, and bad ones raise InputError
         at trace time. Returns samples (N, C, H, W) in the noise's dtype.
 
     Example::

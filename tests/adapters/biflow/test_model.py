@@ -1,4 +1,4 @@
-"""BiFlow's reverse model G (adapters/biflow.py)."""
+"""BiFlow's reverse model G (adapters/biflow/model.py)."""
 
 import doctest
 
@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from adapters import biflow, load_sampler, model_info
 from adapters.base import count_params
-from adapters.biflow import AlignmentHeads, BiFlowNet, stage_sizes
+from adapters.biflow.model import AlignmentHeads, BiFlowNet, stage_sizes
 from adapters.registry import get_spec
 from harness.errors import InputError
 

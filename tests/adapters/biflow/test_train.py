@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from adapters import load_sampler
-from adapters.biflow import AlignmentHeads
-from adapters.biflow_train import distill_objective, make_pairs
+from adapters.biflow.model import AlignmentHeads
+from adapters.biflow.train import distill_objective, make_pairs
 from adapters.layers import unpatchify
 
 

@@ -1,4 +1,4 @@
-"""Rectified Flow and MeanFlow on the DiT backbone, in Flax: a port of `adapters.flowmatch`.
+"""Rectified Flow and MeanFlow on the DiT backbone, in Flax: a port of `adapters.flowmatch.model`.
 
 `convert_params` turns the torch `DiT`'s state_dict into this module's params, and
 `make_generate` returns the family's sampler as one pure function for `jax.jit`, with the
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from adapters.flowmatch import FlowMatchConfig, _check_steps
+from adapters.flowmatch.model import FlowMatchConfig, _check_steps
 from adapters.jax.convert import StateDictReader
 from adapters.jax.layers import (LabelEmbedder, TimestepEmbedder, TransformerBlock, convert_block,
                                  convert_label_embedder, convert_timestep_embedder, layer_norm, modulate, scale_by)
@@ -57,7 +57,7 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
-    """`adapters.flowmatch.DiT` in Flax: x (N, C, H, W), t (N,) in [0, 1], y (N,) labels or None
+    """`adapters.flowmatch.model.DiT` in Flax: x (N, C, H, W), t (N,) in [0, 1], y (N,) labels or None
     (null class), h (N,) the MeanFlow interval (iff `two_times`) -> (N, C, H, W)."""
 
     input_size: int

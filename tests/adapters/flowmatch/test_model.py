@@ -1,4 +1,4 @@
-"""Rectified Flow and MeanFlow samplers on the DiT backbone (adapters/flowmatch.py)."""
+"""Rectified Flow and MeanFlow samplers on the DiT backbone (adapters/flowmatch/model.py)."""
 
 import doctest
 
@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from adapters import flowmatch, load_sampler, model_info
-from adapters.flowmatch import DiT, sincos_pos_embed_2d
+from adapters.flowmatch.model import DiT, sincos_pos_embed_2d
 from harness.errors import InputError
 
 TINY = dict(hidden_size=32, depth=2, num_heads=2, input_size=8, num_classes=10)

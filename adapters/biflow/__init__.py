@@ -1,0 +1,27 @@
+"""BiFlow's one-pass reverse model (arXiv 2512.10953), a reconstruction from the paper.
+
+`model` holds the network and sampler, `jax_port` the Flax port, `train` the distillation
+from a frozen TARFlow teacher (the mini track). This module registers the size variants;
+each BiFlow's stages follow the flow blocks of its iTARFlow teacher.
+"""
+
+from adapters.biflow.model import FAMILY, BiFlowConfig, build
+from adapters.registry import register
+from adapters.tarflow import ITARFLOW_XL2, TARFLOW_MINI
+
+JAX_PORT = "adapters.biflow.jax_port"
+
+BIFLOW_B2 = BiFlowConfig()  # width 768, 12 trunk blocks + 1 denoising block, stages = iTARFlow-B/2 blocks
+BIFLOW_XL2 = BiFlowConfig(hidden_size=1152, depth=28, num_heads=16, num_stages=ITARFLOW_XL2.num_blocks)
+
+register("biflow-b2", family=FAMILY, config=BIFLOW_B2, build=build, jax_port=JAX_PORT,
+         description="BiFlow reverse model B/2 (~136M, paper 133M): one pass per image, guidance as an input")
+register("biflow-xl2", family=FAMILY, config=BIFLOW_XL2, build=build, jax_port=JAX_PORT,
+         description="BiFlow reverse model XL/2 (~688M, our sizing): one pass per image, guidance as an input")
+
+# The mini track's student (harness/track.py): one stage per flow block of its teacher, tarflow-mini.
+BIFLOW_MINI = BiFlowConfig(hidden_size=64, depth=4, num_heads=2, num_stages=TARFLOW_MINI.num_blocks, input_size=8,
+                           in_channels=3, num_classes=10, space="pixel")
+
+register("biflow-mini", family=FAMILY, config=BIFLOW_MINI, build=build, jax_port=JAX_PORT,
+         description="mini track: BiFlow student of tarflow-mini on 8x8 digits, one pass (~0.4M)")
