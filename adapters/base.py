@@ -44,7 +44,7 @@ class TorchSampler:
         self._decoder: SDVAEDecoder | None = None
         # What the last `generate` call reported of itself, e.g. Jacobi iterations per flow block
         # ({"iterations_mean": 7.5, "iterations_max": 12}); families fill it in `_generate`.
-        self.last_stats: dict[str, float] = {}
+        self.last_stats: dict[str, Any] = {}  # JSON-serialisable: numbers and lists of them
         params = inspect.signature(self._generate).parameters
         self.family_options = tuple(k for k in params if k not in ("noise", "labels", "guidance"))
 

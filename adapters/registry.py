@@ -30,6 +30,9 @@ FAMILIES = (
     "tarflow",  # TARFlow (apple/ml-tarflow) and iTARFlow, BiFlow's teacher
     "biflow",  # BiFlow's one-pass reverse model
     "flowmatch",  # Rectified Flow and MeanFlow on a DiT backbone (reconstructions; the mini track's rf-mini)
+    "sit",  # SiT (willisma/SiT): the released Rectified Flow checkpoints, SiT's ODE sampler
+    "imf",  # improved MeanFlow (Lyy-iiis/imeanflow): the released iMF-*-2.pth, k-step average-velocity sampler
+    "pmf",  # pixel MeanFlow (Lyy-iiis/pMF): the released pMF-*.pt, pixel space, x-prediction
 )
 
 Builder = Callable[..., Sampler]  # builder(name, config, *, checkpoint: CheckpointRef | None, device, dtype) -> Sampler

@@ -130,8 +130,10 @@ def import_reference(folder: str, repo: str, *modules: str) -> list[types.Module
     finally:
         sys.path.remove(str(root))
         for name in set(sys.modules) - before:
-            mod_file = getattr(sys.modules[name], "__file__", None) or ""
-            if mod_file.startswith(str(root)):
+            module = sys.modules[name]
+            # A folder without __init__.py (imeanflow's `models`) is a namespace package: no __file__, only __path__.
+            places = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", [])]
+            if any(str(p).startswith(str(root)) for p in places):
                 del sys.modules[name]
     return loaded
 

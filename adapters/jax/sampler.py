@@ -41,6 +41,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 ALLOW_CPU_ENV = "NFEBENCH_ALLOW_CPU"  # "1": a sweep that asks for a TPU may run on the CPU instead
 # Parts a compiled call can cover (the sweep's `decode` column values).
 GENERATOR, END_TO_END, DECODER = "off", "on", "only"
+_WITH_STATS = "stats"  # the generator alone, also returning what fills `last_stats`
 
 
 def require_jax():
@@ -127,7 +128,8 @@ class JaxSampler:
     backend = "jax"
 
     def __init__(self, info: ModelInfo, config: Any, params: Any, generate: Callable, family_options: tuple[str, ...],
-                 *, dtype: Any = "float32", devices: list | None = None, vae: str | None = None, vae_spec: Any = None):
+                 *, dtype: Any = "float32", devices: list | None = None, vae: str | None = None, vae_spec: Any = None,
+                 stats: tuple[Callable, Callable] | None = None):
         jax = require_jax()
         self.info = info
         self.config = config
@@ -141,6 +143,10 @@ class JaxSampler:
         self._vae_spec = vae_spec  # adapters.vae.VAESpec of the torch adapter; None: the SD default
         self._decoder: tuple[Any, Callable, str, int] | None = None  # (params, decode fn, weights, count)
         self._jitted: dict[tuple, Callable] = {}
+        # (generate returning (x, aux), (aux, options) -> dict): what `generate` reports of
+        # itself in `last_stats`, as TorchSampler's families do; None: nothing to report.
+        self._stats = stats
+        self.last_stats: dict[str, Any] = {}
 
     # --- devices and placement -------------------------------------------------------
 
@@ -220,13 +226,13 @@ class JaxSampler:
 
         key = (part, guidance, tuple(sorted(options.items())))
         if key not in self._jitted:
-            gen = partial(self._generate_fn, guidance=guidance, **options)
+            gen = partial(self._stats[0] if part == _WITH_STATS else self._generate_fn, guidance=guidance, **options)
             dec = None if self.info.space != "latent" else self._decoder_parts()[1]
 
             def run(params, dec_params, x, labels):
                 if part != DECODER:
                     x = gen(params, x, labels)  # (N, *sample_shape)
-                if part == GENERATOR:
+                if part in (GENERATOR, _WITH_STATS):
                     return x
                 return _clamp(x) if dec is None else dec(dec_params, x)  # (N, 3, H, W)
 
@@ -275,7 +281,12 @@ class JaxSampler:
         g, options = self._resolve(guidance, options)
         n = _host_array(noise).shape[0]
         args = self.arguments(GENERATOR, n, noise, labels)
-        return _check_finite(self._function(GENERATOR, g, options)(*args), f"{self.info.name} generate")
+        self.last_stats = {}
+        if self._stats is None:
+            return _check_finite(self._function(GENERATOR, g, options)(*args), f"{self.info.name} generate")
+        x, aux = self._function(_WITH_STATS, g, options)(*args)
+        self.last_stats = self._stats[1](aux, options)
+        return _check_finite(x, f"{self.info.name} generate")
 
     def decode(self, x):
         """Model-space samples -> images in [-1, 1], NCHW, a jax.Array."""
@@ -347,6 +358,9 @@ def load_jax_sampler(model_id: str, checkpoint: str | None = None, *, dtype: Any
     config = torch_sampler.config
     params = port.convert_params(torch_sampler.net.state_dict(), config, model_id)
     generate = port.make_generate(config, info.family, name=model_id)
+    stats = None  # a port that reports statistics (decoding passes) has both of these
+    if hasattr(port, "make_generate_with_stats"):
+        stats = (port.make_generate_with_stats(config, info.family, name=model_id), port.iteration_stats)
     return JaxSampler(info, config, params, generate, tuple(port.FAMILY_OPTIONS), dtype=dtype, devices=devices,
-                      vae=getattr(config, "vae", None), vae_spec=getattr(torch_sampler, "vae_spec", None))
+                      vae=getattr(config, "vae", None), vae_spec=getattr(torch_sampler, "vae_spec", None), stats=stats)
 

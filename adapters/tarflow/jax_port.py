@@ -7,8 +7,9 @@ attention/qkv`` is torch's ``blocks.0.attn_blocks.1.attention.qkv``) and the sam
 * sequential decoding, one token per step with per-layer key/value caches, inside one
   `jax.lax.fori_loop` per flow block, so the compiled graph does not grow with the number
   of tokens T (the loops over blocks and layers are unrolled at trace time);
-* Jacobi decoding, a `jax.lax.while_loop` of parallel causal passes stopped at a tolerance
-  or an iteration cap;
+* Jacobi and Gauss-Seidel-Jacobi decoding: `jax.lax.while_loop`s of parallel causal passes
+  (one per segment of a block, unrolled over segments), stopped at a tolerance or an
+  iteration cap, with the pass counts returned when asked (`make_generate(with_stats=True)`);
 * classifier-free guidance with the unconditional pass (mean class embedding, attention
   temperature) stacked under the conditional one in the same batch, constant or annealed;
 * the score-based denoising step ``x + sigma^2 * grad log p(x | y)`` through `jax.grad`.
@@ -38,14 +39,17 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from adapters.jax.convert import StateDictReader
-from adapters.tarflow.model import DECODINGS, TARFlowConfig
+from adapters.tarflow.gsjacobi import (GS_JACOBI, NOISE, SEQUENTIAL, BlockSchedule, resolve_schedules,
+                                       summarize_iterations)
+from adapters.tarflow.model import TARFlowConfig
 from harness.errors import InputError
 from harness.sampler import check_guidance
 
 FAMILY_OPTIONS = ("annealed_guidance", "attn_temp", "guide_what", "denoise", "decoding",
-                  "jacobi_tol", "jacobi_max_iters")
+                  "jacobi_tol", "jacobi_max_iters", "jacobi_init", "gs_segments")
 
 _LN_EPS = 1e-5  # torch's LayerNorm default (Flax's is 1e-6)
 
@@ -124,6 +128,21 @@ class Attention(nn.Module):
         out = self._attend(q, k_cache, v_cache, seen)  # (R, H, 1, hd)
         return self.proj(out.reshape(r, -1)), k_cache, v_cache
 
+    def window(self, x: jax.Array, k_prefix: jax.Array, v_prefix: jax.Array,
+               q_scale: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Tokens p..p+W-1 at once, x: (R, W, C), attending to the cached keys and values of
+        tokens 0..p-1, (R, H, p, hd) each, and causally within the window. Returns
+        (out (R, W, C), the window's keys and values (R, H, W, hd) each)."""
+        r, w, c = x.shape
+        qkv = self._qkv(x).transpose(2, 0, 3, 1, 4)  # (3, R, H, W, hd)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if q_scale is not None:
+            q = q * q_scale
+        p = k_prefix.shape[2]
+        mask = jnp.tril(jnp.ones((w, p + w), bool), p)  # row i sees the prefix and window tokens 0..i
+        out = self._attend(q, jnp.concatenate([k_prefix, k], axis=2), jnp.concatenate([v_prefix, v], axis=2), mask)
+        return self.proj(out.transpose(0, 2, 1, 3).reshape(r, w, c)), k, v
+
 
 class MLP(nn.Module):
     channels: int
@@ -157,6 +176,12 @@ class AttentionBlock(nn.Module):
         out, k_cache, v_cache = self.attention.step(x, i, k_cache, v_cache, q_scale)
         x = x + out
         return x + self.mlp(x), k_cache, v_cache
+
+    def window(self, x, k_prefix, v_prefix, q_scale=None):
+        """A window of tokens, x: (R, W, C), after a cached prefix -> (x, window keys, values)."""
+        out, k, v = self.attention.window(x, k_prefix, v_prefix, q_scale)
+        x = x + out
+        return x + self.mlp(x), k, v
 
 
 class MetaBlock(nn.Module):
@@ -228,6 +253,22 @@ class MetaBlock(nn.Module):
             new_caches.append((k_cache, v_cache))
         a, b = self.split(self.proj_out(h))
         return a, b, new_caches
+
+    def affine_window(self, xw: jax.Array, start: int, caches: list, cls: jax.Array | None,
+                      q_scale: jax.Array | None):
+        """(a, b) from the permuted tokens start..start+W-1, xw: (R, W, D), given per-layer
+        (R, H, T, hd) key/value caches filled for tokens 0..start-1; output i parameterises
+        token start + i + 1. Returns (a, b) (R, W, D) each and the window's [(keys, values)]."""
+        pos = self.permute(self.pos_embed, axis=0)[start:start + xw.shape[1]]  # (W, C)
+        h = self.proj_in(xw) + pos  # (R, W, C)
+        if cls is not None:
+            h = h + cls
+        window_kv = []
+        for block, (k_cache, v_cache) in zip(self.attn_blocks, caches):
+            h, k, v = block.window(h, k_cache[:, :, :start], v_cache[:, :, :start], q_scale)
+            window_kv.append((k, v))
+        a, b = self.split(self.proj_out(h))
+        return a, b, window_kv
 
 
 class TARFlow(nn.Module):
@@ -372,12 +413,14 @@ def _reverse_sequential(block: MetaBlock, z, labels, guidance: float, guide_what
     return block.permute(x)
 
 
-def _reverse_jacobi(block: MetaBlock, z, labels, guidance: float, guide_what: str, attn_temp: float,
-                    annealed: bool, tol: float, max_iters: int | None):
-    """Noise to data through one block by Jacobi iteration x <- z * exp(a(x)) + b(x) in a
-    while_loop: at least one pass, at most `max_iters` (None: T - 1, exact), stopped once no
-    entry moves by more than `tol`."""
+def _reverse_parallel(block: MetaBlock, z, schedule: BlockSchedule, labels, guidance: float, guide_what: str,
+                      attn_temp: float, annealed: bool, tol: float):
+    """Noise to data through one block by (Gauss-Seidel-)Jacobi iteration, one while_loop
+    per segment of `schedule` (one segment: Jacobi); see
+    `adapters.tarflow.model.MetaBlock.reverse_parallel`, which this mirrors pass for pass.
+    z: (N, T, D) -> (x (N, T, D), passes per segment (S,) int32)."""
     n, t, _ = z.shape
+    c = block.config
     guided = guidance > 0 and bool(guide_what)
     zp = block.permute(z)
     cls, q_scale = _guided_inputs(block, labels, n, guided, attn_temp, z.dtype)
@@ -385,39 +428,62 @@ def _reverse_jacobi(block: MetaBlock, z, labels, guidance: float, guide_what: st
     if guided and annealed:
         # token j is parameterised at step j - 1, whose annealed scale is j / (T - 1)
         g = guidance * jnp.arange(t, dtype=z.dtype).reshape(1, t, 1) / (t - 1)
-    cap = t - 1 if max_iters is None else max_iters
+    rows = 2 * n if guided else n
+    heads = c.channels // c.head_dim
+    cached = t if len(schedule.segments) > 1 else 0  # one segment (Jacobi) attends to no cache
+    caches = [(jnp.zeros((rows, heads, cached, c.head_dim), z.dtype),) * 2 for _ in range(c.layers_per_block)]
+    x = zp if schedule.init == NOISE else zp.at[:, 1:].set(0)
+    passes = []
+    for s, ((lo, hi), cap) in enumerate(zip(schedule.segments, schedule.max_iters)):
+        more = s + 1 < len(schedule.segments)  # later segments attend to this one's tokens
 
-    def cond(state):
-        iters, _, delta = state
-        return (iters == 0) | ((iters < cap) & (delta > tol))
+        def cond(state, cap=cap):
+            done, _, _, active = state
+            return (done < cap) & active.any()
 
-    def body(state):
-        iters, x, _ = state
-        a, b = block.affine(jnp.concatenate([x, x]) if guided else x, cls, q_scale)
-        if guided:
-            a, b = _guide(a, b, n, g, guide_what)
-        x_new = zp * _exp(a) + b
-        return iters + 1, x_new, jnp.abs(x_new - x).max().astype(jnp.float32)
+        def body(state, lo=lo, hi=hi, more=more):
+            done, x, caches, active = state
+            inp = x[:, lo - 1:hi - 1]  # (N, W, D)
+            a, b, window_kv = block.affine_window(jnp.concatenate([inp, inp]) if guided else inp, lo - 1, caches,
+                                                  cls, q_scale)
+            if guided:
+                a, b = _guide(a, b, n, g[:, lo:hi] if annealed else g, guide_what)
+            new = zp[:, lo:hi] * _exp(a) + b  # (N, W, D)
+            moved = jnp.abs(new - x[:, lo:hi]).max(axis=(1, 2)).astype(jnp.float32)  # (N,)
+            x = x.at[:, lo:hi].set(jnp.where(active[:, None, None], new, x[:, lo:hi]))
+            if more:
+                keep = (jnp.concatenate([active, active]) if guided else active)[:, None, None, None]
+                caches = [(k_cache.at[:, :, lo - 1:hi - 1].set(jnp.where(keep, k, k_cache[:, :, lo - 1:hi - 1])),
+                           v_cache.at[:, :, lo - 1:hi - 1].set(jnp.where(keep, v, v_cache[:, :, lo - 1:hi - 1])))
+                          for (k_cache, v_cache), (k, v) in zip(caches, window_kv)]
+            return done + 1, x, caches, active & (moved > tol)
 
-    _, x, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), zp, jnp.float32(jnp.inf)))
-    return block.permute(x)
+        done, x, caches, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), x, caches, jnp.ones(n, bool)))
+        passes.append(done)
+    return block.permute(x), jnp.stack(passes)
 
 
-def make_generate(config: TARFlowConfig, family: str = "tarflow", *, name: str | None = None) -> Callable:
+def make_generate(config: TARFlowConfig, family: str = "tarflow", *, name: str | None = None,
+                  with_stats: bool = False) -> Callable:
     """The sampling function for `config`, to be jitted with the options static.
 
     Args:
         config: the `TARFlowConfig` of the converted weights.
         family: the model family ("tarflow"; iTARFlow is the same family).
         name: the model id error messages start with (default: `family`).
+        with_stats: also return the decoding passes, as the torch sampler's `last_stats`
+            holds them (`iteration_stats`).
 
     Returns:
         ``generate(params, noise, labels, *, guidance, annealed_guidance=False, attn_temp=1.0,
         guide_what="ab", denoise=None, decoding="sequential", jacobi_tol=1e-4,
-        jacobi_max_iters=None) -> x``: `params` from `convert_params` (cast to the compute
-        dtype), noise (N, C, H, W), labels int (N,) or None; the options mean what they
-        mean for `adapters.tarflow.model.TARFlowSampler.generate`, and bad ones raise InputError
-        at trace time. Returns samples (N, C, H, W) in the noise's dtype.
+        jacobi_max_iters=None, jacobi_init=None, gs_segments=None) -> x`` (with
+        `with_stats`: ``(x, passes)``, passes a tuple of (segments,) int32 arrays, block 0
+        first): `params` from `convert_params` (cast to the compute dtype), noise (N, C, H,
+        W), labels int (N,) or None; the options mean what they mean for
+        `adapters.tarflow.model.TARFlowSampler.generate` (per-block values as tuples, so
+        they hash as static arguments), and bad ones raise InputError at trace time.
+        Returns samples (N, C, H, W) in the noise's dtype.
 
     Example::
 
@@ -430,8 +496,8 @@ def make_generate(config: TARFlowConfig, family: str = "tarflow", *, name: str |
 
     def generate(params, noise, labels, *, guidance: float, annealed_guidance: bool = False,
                  attn_temp: float = 1.0, guide_what: str = "ab", denoise: bool | None = None,
-                 decoding: str = "sequential", jacobi_tol: float = 1e-4,
-                 jacobi_max_iters: int | None = None):
+                 decoding: str = SEQUENTIAL, jacobi_tol: float = 1e-4, jacobi_max_iters=None,
+                 jacobi_init=None, gs_segments=None):
         guidance = check_guidance(name, guidance)
         denoise = config.denoise if denoise is None else denoise
         if guidance < 0:
@@ -440,30 +506,43 @@ def make_generate(config: TARFlowConfig, family: str = "tarflow", *, name: str |
             raise InputError(f"{name}: attn_temp must be positive, got {attn_temp}")
         if not set(guide_what) <= {"a", "b"}:
             raise InputError(f"{name}: guide_what must be made of 'a' and 'b', got {guide_what!r}")
-        if decoding not in DECODINGS:
-            raise InputError(f"{name}: decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
-        if jacobi_tol < 0 or (jacobi_max_iters is not None and jacobi_max_iters < 1):
-            raise InputError(f"{name}: jacobi_tol must be >= 0 and jacobi_max_iters >= 1")
+        schedules = resolve_schedules(name, config.num_blocks, config.num_patches, decoding=decoding,
+                                      jacobi_tol=jacobi_tol, jacobi_max_iters=jacobi_max_iters,
+                                      jacobi_init=jacobi_init, gs_segments=gs_segments)
 
         def reverse(net: TARFlow, noise, labels):
             x = patchify(noise, config.patch_size) * jnp.sqrt(net.var)  # (N, T, D)
-            for block in reversed(net.blocks):
-                if decoding == "jacobi":
-                    x = _reverse_jacobi(block, x, labels, guidance, guide_what, attn_temp,
-                                        annealed_guidance, jacobi_tol, jacobi_max_iters)
+            passes = [None] * config.num_blocks
+            for index in reversed(range(config.num_blocks)):
+                block = net.blocks[index]
+                if schedules is None:
+                    x = _reverse_sequential(block, x, labels, guidance, guide_what, attn_temp, annealed_guidance)
+                    passes[index] = jnp.full((1,), config.num_patches - 1, jnp.int32)
                 else:
-                    x = _reverse_sequential(block, x, labels, guidance, guide_what, attn_temp,
-                                            annealed_guidance)
-            return unpatchify(x, config.patch_size, config.img_size)
+                    x, passes[index] = _reverse_parallel(block, x, schedules[index], labels, guidance, guide_what,
+                                                         attn_temp, annealed_guidance, jacobi_tol)
+            return unpatchify(x, config.patch_size, config.img_size), tuple(passes)
 
         variables = {"params": params}
-        x = nn.apply(reverse, net)(variables, noise, labels)
+        x, passes = nn.apply(reverse, net)(variables, noise, labels)
         if denoise and config.noise_std > 0:
             # Tweedie's estimate: training added N(0, sigma^2) noise to the data.
             def total_log_prob(x):
                 return net.apply(variables, x, labels, method=TARFlow.log_prob).sum()
             x = x + config.noise_std**2 * jax.grad(total_log_prob)(x)
-        return x
+        return (x, passes) if with_stats else x
 
     return generate
 
+
+def make_generate_with_stats(config: TARFlowConfig, family: str = "tarflow", *, name: str | None = None) -> Callable:
+    """`make_generate(..., with_stats=True)`; `adapters.jax.sampler` looks for this name."""
+    return make_generate(config, family, name=name, with_stats=True)
+
+
+def iteration_stats(passes, options: dict) -> dict:
+    """``passes`` from a `with_stats` generate (host or device arrays) and the generate
+    options -> the torch sampler's `last_stats` entries (JSON-serialisable)."""
+    per_segment = [[int(i) for i in np.asarray(block)] for block in passes]
+    gs = options.get("decoding") == GS_JACOBI
+    return summarize_iterations([sum(block) for block in per_segment], per_segment if gs else None)

@@ -9,6 +9,9 @@ name, so a ``state_dict`` saved from the reference ``Model`` (for example the re
   step, not the number of steps);
 * Jacobi decoding: a parallel fixed-point iteration over whole blocks, stopped at a
   tolerance or an iteration cap; exact after ``T - 1`` iterations;
+* Gauss-Seidel-Jacobi decoding (arXiv 2505.12849): Jacobi passes over contiguous segments
+  of each block, one segment after the other, with the finished segments' keys and values
+  cached; the schedules, options and the paper's block metrics are in `gsjacobi`;
 * classifier-free guidance as in the reference (``a += g * (a - a_uncond)``, the same for
   ``b``), constant or annealed ``g_i = (i + 1) / (T - 1) * g``, with an attention
   temperature on the unconditional pass;
@@ -38,11 +41,12 @@ from torch import nn
 from adapters.base import TorchSampler, count_params
 from adapters.checkpoint import load_checkpoint
 from adapters.layers import patchify, unpatchify
+from adapters.tarflow.gsjacobi import (GS_JACOBI, NOISE, SEQUENTIAL, BlockSchedule, resolve_schedules,
+                                       summarize_iterations)
 from harness.errors import InputError
 from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space
 
 FAMILY = "tarflow"
-DECODINGS = ("sequential", "jacobi")
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,23 @@ class Attention(nn.Module):
                                              scale=self.head_dim**-0.5)
         return _step_linear(self.proj, out.reshape(r, -1))  # (R, C)
 
+    def window(self, x: torch.Tensor, k_prefix: torch.Tensor, v_prefix: torch.Tensor,
+               q_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens p..p+W-1 at once, x: (R, W, C), attending to the cached keys and values of
+        tokens 0..p-1, (R, H, p, hd) each, and causally within the window. Returns
+        (out (R, W, C), the window's keys and values (R, H, W, hd) each)."""
+        r, w, c = x.shape
+        qkv = self.qkv(_layer_norm(self.norm, x)).view(r, w, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (R, H, W, hd)
+        if q_scale is not None:
+            q = q * q_scale
+        p = k_prefix.shape[2]
+        # Row i sees the whole prefix and window tokens 0..i: columns j <= i + p.
+        mask = torch.ones(w, p + w, dtype=torch.bool, device=x.device).tril(p)
+        out = F.scaled_dot_product_attention(q, torch.cat([k_prefix, k], dim=2), torch.cat([v_prefix, v], dim=2),
+                                             attn_mask=mask, scale=self.head_dim**-0.5)
+        return self.proj(out.transpose(1, 2).reshape(r, w, c)), k, v
+
 
 class MLP(nn.Module):
     def __init__(self, channels: int, expansion: int):
@@ -180,6 +201,13 @@ class AttentionBlock(nn.Module):
         """One token per row, x: (R, C), with the layer's key/value caches."""
         x = x + self.attention.step(x, i, k_cache, v_cache, q_scale)
         return x + self.mlp.step(x)
+
+    def window(self, x, k_prefix, v_prefix, q_scale=None):
+        """A window of tokens, x: (R, W, C), after a cached prefix; see `Attention.window`.
+        Returns (x, the window's keys, values)."""
+        out, k, v = self.attention.window(x, k_prefix, v_prefix, q_scale)
+        x = x + out
+        return x + self.mlp(x), k, v
 
 
 class MetaBlock(nn.Module):
@@ -314,14 +342,37 @@ class MetaBlock(nn.Module):
             x[:, i + 1] = x[:, i + 1] * _exp(a) + b
         return self._permute(x)
 
-    def reverse_jacobi(self, z: torch.Tensor, y: torch.Tensor | None = None, guidance: float = 0.0,
-                       guide_what: str = "ab", attn_temp: float = 1.0, annealed_guidance: bool = False,
-                       *, tol: float = 1e-4, max_iters: int | None = None) -> tuple[torch.Tensor, int]:
-        """Noise to data by Jacobi iteration x <- z * exp(a(x)) + b(x) over the whole block.
+    def _affine_window(self, xw: torch.Tensor, start: int, caches: list[tuple[torch.Tensor, torch.Tensor]],
+                       cls: torch.Tensor | None, q_scale: torch.Tensor | None):
+        """(a, b) from the permuted tokens start..start+W-1, xw: (R, W, D), given the layers'
+        key/value caches (R, H, T, hd), filled for tokens 0..start-1 (length 0 when start
+        is 0: nothing to attend to). Output i parameterises
+        token start + i + 1. Returns (a, b) (R, W, D) each and the window's per-layer
+        (keys, values), (R, H, W, hd) each."""
+        pos = self._permute(self.pos_embed, dim=0)[start:start + xw.shape[1]]  # (W, C)
+        h = self.proj_in(xw) + pos  # (R, W, C)
+        if cls is not None:
+            h = h + cls
+        window_kv = []
+        for block, (k_cache, v_cache) in zip(self.attn_blocks, caches):
+            h, k, v = block.window(h, k_cache[:, :, :start], v_cache[:, :, :start], q_scale)
+            window_kv.append((k, v))
+        a, b = self._split(self.proj_out(h))
+        return a, b, window_kv
 
-        Each iteration is one parallel causal pass; after k iterations tokens 0..k are
-        exact, so ``T - 1`` iterations (the default cap) give the sequential result. Stops
-        early once no entry moves by more than `tol`. Returns (x (N, T, D), iterations).
+    def reverse_parallel(self, z: torch.Tensor, schedule: BlockSchedule, y: torch.Tensor | None = None,
+                         guidance: float = 0.0, guide_what: str = "ab", attn_temp: float = 1.0,
+                         annealed_guidance: bool = False, *, tol: float = 1e-4) -> tuple[torch.Tensor, list[int]]:
+        """Noise to data by (Gauss-Seidel-)Jacobi iteration, z: (N, T, D) -> x (N, T, D).
+
+        The unknown tokens are solved segment by segment (`schedule.segments`; one segment
+        is plain Jacobi). Within segment [lo, hi) each pass computes, in parallel,
+        x_j <- z_j exp(a_j) + b_j for j in [lo, hi) from tokens lo-1..hi-2 of the current
+        iterate, attending to the finished tokens 0..lo-2 through key/value caches. After
+        k passes tokens lo..lo+k-1 are exact, so the cap of hi - lo passes is exact. A
+        sample stops once no entry of it moves by more than `tol` in a pass and is frozen
+        from then on (its iterate and its cached keys), so its result does not depend on
+        the other samples in the batch. Returns (x, passes per segment).
         """
         n, t, _ = z.shape
         guided = guidance > 0 and bool(guide_what)
@@ -331,18 +382,34 @@ class MetaBlock(nn.Module):
         if guided and annealed_guidance:
             # token j is parameterised at step j - 1, whose annealed scale is j / (T - 1)
             g = guidance * torch.arange(t, dtype=z.dtype, device=z.device).view(1, t, 1) / (t - 1)
-        x = zp.clone()
-        iters = 0
-        for iters in range(1, (t - 1 if max_iters is None else max_iters) + 1):
-            a, b = self._affine(torch.cat([x, x]) if guided else x, cls, q_scale)
-            if guided:
-                a, b = self._guide(a, b, n, g, guide_what)
-            x_new = zp * _exp(a) + b
-            delta = float((x_new - x).abs().max())
-            x = x_new
-            if delta <= tol:
-                break
-        return self._permute(x), iters
+        x = zp.clone() if schedule.init == NOISE else torch.cat([zp[:, :1], torch.zeros_like(zp[:, 1:])], dim=1)
+        rows = 2 * n if guided else n
+        attn0 = self.attn_blocks[0].attention
+        cached = t if len(schedule.segments) > 1 else 0  # one segment (Jacobi) attends to no cache
+        caches = [(z.new_zeros(rows, attn0.num_heads, cached, attn0.head_dim),
+                   z.new_zeros(rows, attn0.num_heads, cached, attn0.head_dim)) for _ in self.attn_blocks]
+        passes = []
+        for s, ((lo, hi), cap) in enumerate(zip(schedule.segments, schedule.max_iters)):
+            active = torch.ones(n, dtype=torch.bool, device=z.device)
+            done = 0
+            while done < cap and bool(active.any()):
+                inp = x[:, lo - 1:hi - 1]  # (N, W, D)
+                a, b, window_kv = self._affine_window(torch.cat([inp, inp]) if guided else inp, lo - 1, caches,
+                                                      cls, q_scale)
+                if guided:
+                    a, b = self._guide(a, b, n, g[:, lo:hi] if torch.is_tensor(g) else g, guide_what)
+                new = zp[:, lo:hi] * _exp(a) + b  # (N, W, D)
+                moved = (new - x[:, lo:hi]).abs().amax(dim=(1, 2))  # (N,)
+                x[:, lo:hi] = torch.where(active.view(n, 1, 1), new, x[:, lo:hi])
+                if s + 1 < len(schedule.segments):  # later segments attend to this one's tokens
+                    keep = (torch.cat([active, active]) if guided else active).view(rows, 1, 1, 1)
+                    for (k_cache, v_cache), (k, v) in zip(caches, window_kv):
+                        k_cache[:, :, lo - 1:hi - 1] = torch.where(keep, k, k_cache[:, :, lo - 1:hi - 1])
+                        v_cache[:, :, lo - 1:hi - 1] = torch.where(keep, v, v_cache[:, :, lo - 1:hi - 1])
+                active = active & (moved > tol)
+                done += 1
+            passes.append(done)
+        return self._permute(x), passes
 
 
 class TARFlow(nn.Module):
@@ -382,21 +449,25 @@ class TARFlow(nn.Module):
 
     def reverse(self, z: torch.Tensor, y: torch.Tensor | None = None, guidance: float = 0.0,
                 guide_what: str = "ab", attn_temp: float = 1.0, annealed_guidance: bool = False,
-                *, decoding: str = "sequential", jacobi_tol: float = 1e-4,
-                jacobi_max_iters: int | None = None) -> tuple[torch.Tensor, list[int]]:
-        """Noise tokens (N, T, D) -> (image (N, C, H, W), iterations per block in decoding
-        order: T - 1 each for sequential decoding)."""
+                *, schedules: tuple[BlockSchedule, ...] | None = None,
+                jacobi_tol: float = 1e-4) -> tuple[torch.Tensor, list[list[int]]]:
+        """Noise tokens (N, T, D) -> (image (N, C, H, W), passes per segment of each block).
+
+        `schedules` (one per block, from `gsjacobi.resolve_schedules`) decode in parallel;
+        None decodes sequentially, T - 1 steps per block. The passes are listed in
+        `blocks` order (block 0, decoded last, first).
+        """
         x = z * self.var.sqrt()
-        iterations = []
-        for block in reversed(self.blocks):
-            if decoding == "jacobi":
-                x, iters = block.reverse_jacobi(x, y, guidance, guide_what, attn_temp, annealed_guidance,
-                                                tol=jacobi_tol, max_iters=jacobi_max_iters)
-                iterations.append(iters)
-            else:
+        passes: list[list[int]] = [[] for _ in self.blocks]
+        for index in reversed(range(len(self.blocks))):
+            block = self.blocks[index]
+            if schedules is None:
                 x = block.reverse(x, y, guidance, guide_what, attn_temp, annealed_guidance)
-                iterations.append(x.shape[1] - 1)
-        return unpatchify(x, self.patch_size, (self.img_size, self.img_size)), iterations
+                passes[index] = [x.shape[1] - 1]
+            else:
+                x, passes[index] = block.reverse_parallel(x, schedules[index], y, guidance, guide_what, attn_temp,
+                                                          annealed_guidance, tol=jacobi_tol)
+        return unpatchify(x, self.patch_size, (self.img_size, self.img_size)), passes
 
 
 def forward_flops(config: TARFlowConfig) -> int:
@@ -444,24 +515,32 @@ class TARFlowSampler(TorchSampler):
                  dtype: torch.dtype):
         super().__init__(info, net.requires_grad_(False), device=device, dtype=dtype, vae=config.vae)
         self.config = config
-        self.last_iterations: list[int] = []  # decoding iterations per block of the last call
 
     def compile(self, backend: str = "inductor") -> str:
         """torch.compile what sampling runs: each layer's one-token `step` (the sequential
-        loop calls it num_blocks * (T - 1) times per layer) and the full forward (Jacobi
-        and the denoising step). The token index changes every step, so `step` is compiled
-        with dynamic shapes, once, rather than once per index."""
+        loop calls it num_blocks * (T - 1) times per layer), each block's window pass
+        (Jacobi and GS-Jacobi) and the full forward (the denoising step). The token index,
+        window length and prefix length change from call to call, so `step` and the window
+        pass are compiled with dynamic shapes, once, rather than once per shape."""
         for block in self.net.blocks:
             for layer in block.attn_blocks:
                 layer.step = torch.compile(layer.step, backend=backend, dynamic=True)
+            block._affine_window = torch.compile(block._affine_window, backend=backend, dynamic=True)
         self.net.compile(backend=backend, dynamic=False)
-        return "layer.step+net"
+        return "layer.step+block.window+net"
 
     def _generate(self, noise: torch.Tensor, labels: torch.Tensor | None, guidance: float | None, *,
                   annealed_guidance: bool = False, attn_temp: float = 1.0, guide_what: str = "ab",
-                  denoise: bool | None = None, decoding: str = "sequential", jacobi_tol: float = 1e-4,
-                  jacobi_max_iters: int | None = None) -> torch.Tensor:
+                  denoise: bool | None = None, decoding: str = SEQUENTIAL, jacobi_tol: float = 1e-4,
+                  jacobi_max_iters: int | tuple[int | None, ...] | None = None,
+                  jacobi_init: str | tuple[str, ...] | None = None,
+                  gs_segments: int | tuple[int, ...] | None = None) -> torch.Tensor:
         """Noise (N, *sample_shape) -> samples of the same shape.
+
+        Every call records its decoding passes in `last_stats` (keys in
+        `adapters.tarflow.gsjacobi`): ``iterations_per_block`` (block 0 first; T - 1 each
+        for sequential decoding), ``iterations_mean``, ``iterations_max`` and
+        ``iterations_total`` over blocks, and for "gs-jacobi" ``iterations_per_segment``.
 
         Args:
             noise: standard normal noise, (N, C, H, W) in model space.
@@ -475,16 +554,27 @@ class TARFlowSampler(TorchSampler):
             guide_what: which affine outputs to guide: "ab", "a" or "b".
             denoise: take the score step x + sigma^2 * grad log p(x) (one more forward and
                 backward pass); None uses the config's ``denoise``.
-            decoding: "sequential" (key/value-cached, token by token) or "jacobi".
-            jacobi_tol: Jacobi stops when no entry changes by more than this.
-            jacobi_max_iters: Jacobi iteration cap per block; None means T - 1, which is
-                always exact.
+            decoding: "sequential" (key/value-cached, token by token), "jacobi" (parallel
+                passes over whole blocks) or "gs-jacobi" (Jacobi passes over segments of
+                each block, one segment after the other; arXiv 2505.12849).
+            jacobi_tol: a segment (Jacobi: a block) stops for a sample once none of its
+                entries moves by more than this in one pass; 0 runs to the cap.
+            jacobi_max_iters: pass cap per segment; None means the segment's length (T - 1
+                for Jacobi), which is always exact. An int, or a tuple with one per block.
+            jacobi_init: initial guess, "noise" (x = z, the default) or "zeros" (z_0, then
+                zeros); one, or a tuple with one per block.
+            gs_segments: GS-Jacobi segments per block, 1 (Jacobi) to T - 1 (sequential); an
+                int, or a tuple with one per block, block 0 first. None: 1 for every block
+                (`gsjacobi.DEFAULT_GS_SEGMENTS`); `gsjacobi.gs_jacobi_plan` ranks the
+                blocks on data and gives the paper's per-block settings.
 
         Example::
 
             s = load_sampler("tarflow-imagenet64")
             x = s.generate(torch.randn(4, 3, 64, 64), torch.arange(4), guidance=2.3,
-                           annealed_guidance=True, decoding="jacobi")
+                           annealed_guidance=True, decoding="gs-jacobi",
+                           gs_segments=(1, 1, 1, 1, 1, 1, 8, 1), jacobi_tol=1e-3)
+            s.last_stats["iterations_per_block"]
         """
         guidance = check_guidance(self.info.name, self.config.guidance if guidance is None else guidance)
         denoise = self.config.denoise if denoise is None else denoise
@@ -494,14 +584,13 @@ class TARFlowSampler(TorchSampler):
             raise InputError(f"{self.info.name}: attn_temp must be positive, got {attn_temp}")
         if not set(guide_what) <= {"a", "b"}:
             raise InputError(f"{self.info.name}: guide_what must be made of 'a' and 'b', got {guide_what!r}")
-        if decoding not in DECODINGS:
-            raise InputError(f"{self.info.name}: decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
-        if jacobi_tol < 0 or (jacobi_max_iters is not None and jacobi_max_iters < 1):
-            raise InputError(f"{self.info.name}: jacobi_tol must be >= 0 and jacobi_max_iters >= 1")
+        schedules = resolve_schedules(self.info.name, self.config.num_blocks, self.config.num_patches,
+                                      decoding=decoding, jacobi_tol=jacobi_tol, jacobi_max_iters=jacobi_max_iters,
+                                      jacobi_init=jacobi_init, gs_segments=gs_segments)
         tokens = patchify(noise, self.config.patch_size)  # (N, T, D)
-        x, self.last_iterations = self.net.reverse(
-            tokens, labels, guidance, guide_what, attn_temp, annealed_guidance,
-            decoding=decoding, jacobi_tol=jacobi_tol, jacobi_max_iters=jacobi_max_iters)
+        x, passes = self.net.reverse(tokens, labels, guidance, guide_what, attn_temp, annealed_guidance,
+                                     schedules=schedules, jacobi_tol=jacobi_tol)
+        self.last_stats = summarize_iterations([sum(p) for p in passes], passes if decoding == GS_JACOBI else None)
         if denoise and self.config.noise_std > 0:
             x = self.denoise(x, labels)
         return x

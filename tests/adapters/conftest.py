@@ -69,3 +69,9 @@ def random_sampler(model: str, seed: int = 0, **overrides):
 def make_random_sampler():
     """`random_sampler(model, seed=0, **overrides)`, as a fixture (test modules cannot import conftest)."""
     return random_sampler
+
+
+@pytest.fixture(scope="session")
+def randomize_constants():
+    """`randomize_constant_parameters(module, seed)`, as a fixture: for reference modules built outside nfebench."""
+    return randomize_constant_parameters

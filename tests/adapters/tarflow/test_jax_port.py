@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from adapters import load_sampler
-from adapters.tarflow.jax_port import FAMILY_OPTIONS, TARFlow, convert_params, make_generate
+from adapters.jax.sampler import load_jax_sampler
+from adapters.tarflow.jax_port import FAMILY_OPTIONS, TARFlow, convert_params, iteration_stats, make_generate
 from adapters.tarflow.model import TARFlowConfig
 from harness.errors import InputError
 
@@ -82,11 +83,52 @@ def tiny():
     # 4 of 15 iterations: not yet the sequential result, so the iteration itself is compared.
     (True, dict(guidance=1.5, annealed_guidance=True, attn_temp=0.7, decoding="jacobi", jacobi_tol=0.0,
                 jacobi_max_iters=4, denoise=False)),
-], ids=["plain", "guided-denoised", "annealed", "guide-a", "no-labels", "jacobi-4-iters"])
+    # 2 passes per segment of 4 or 3 (block 0) and 8 or 7 (block 1): the cached segments
+    # are compared mid-iteration too.
+    (True, dict(guidance=1.5, annealed_guidance=True, attn_temp=0.7, decoding="gs-jacobi", gs_segments=(4, 2),
+                jacobi_tol=0.0, jacobi_max_iters=2, jacobi_init=("zeros", "noise"), denoise=False)),
+    (False, dict(guidance=1.5, decoding="gs-jacobi", gs_segments=3, jacobi_tol=1e-3, denoise=True)),
+], ids=["plain", "guided-denoised", "annealed", "guide-a", "no-labels", "jacobi-4-iters", "gs-jacobi-2-iters",
+        "gs-jacobi-tol"])
 def test_matches_torch(tiny, labels, options):
     s, generate, params = tiny
     z, y = inputs(s, labels=labels)
     assert max_diff(s, generate, params, z, y, **options) <= TOL
+
+
+@pytest.mark.parametrize("options", [dict(decoding="jacobi"), dict(decoding="gs-jacobi", gs_segments=(6, 15)),
+                                     dict(decoding="gs-jacobi", gs_segments=4, jacobi_init="zeros")])
+def test_parallel_decoding_at_tolerance_zero_is_torch_sequential(tiny, options):
+    s, generate, params = tiny
+    z, y = inputs(s)
+    kwargs = dict(guidance=1.5, annealed_guidance=True, attn_temp=0.7, denoise=False)
+    x_seq = s.generate(z, y, **kwargs).numpy()
+    x_jax = generate(params, jnp.asarray(z.numpy()), jnp.asarray(y.numpy(), jnp.int32), **kwargs, **options,
+                     jacobi_tol=0.0)
+    assert float(np.abs(np.asarray(x_jax) - x_seq).max()) <= TOL
+
+
+def test_pass_counts_match_torch(tiny, tmp_path):
+    """`make_generate(with_stats=True)` and `JaxSampler.last_stats` report the passes the
+    torch sampler reports, here at a tolerance that stops segments early."""
+    s, _, params = tiny
+    z, y = inputs(s)
+    options = dict(guidance=1.5, annealed_guidance=True, decoding="gs-jacobi", gs_segments=(2, 3), jacobi_tol=1e-2,
+                   denoise=False)
+    s.generate(z, y, **options)
+    want = s.last_stats
+    assert want["iterations_max"] < 15  # stopped early, so the counts are the tolerance's, not the caps
+    with_stats = jax.jit(make_generate(s.config, "tarflow", with_stats=True),
+                         static_argnames=("guidance",) + FAMILY_OPTIONS)
+    _, passes = with_stats(params, jnp.asarray(z.numpy()), jnp.asarray(y.numpy(), jnp.int32), **options)
+    assert iteration_stats(passes, options) == want
+    path = tmp_path / "tiny.pth"
+    torch.save(s.net.state_dict(), path)
+    js = load_jax_sampler("tarflow", checkpoint=str(path), device="cpu", **TINY)
+    js.generate(z, y, **options)
+    assert js.last_stats == want
+    js.generate(z, y, guidance=1.5, denoise=False)
+    assert js.last_stats["iterations_per_block"] == [15, 15]  # sequential: T - 1 steps per block
 
 
 def test_volume_preserving_unconditional_matches_torch():
@@ -169,8 +211,12 @@ def test_token_loop_is_one_compiled_loop():
     (dict(guidance=float("nan")), "guidance must be a finite number"),
     (dict(guidance=1.0, attn_temp=0.0), "attn_temp must be positive"),
     (dict(guidance=1.0, guide_what="c"), "guide_what"),
-    (dict(guidance=1.0, decoding="parallel"), "decoding must be one of sequential, jacobi"),
+    (dict(guidance=1.0, decoding="parallel"), "decoding must be one of sequential, jacobi, gs-jacobi"),
     (dict(guidance=1.0, decoding="jacobi", jacobi_max_iters=0), "jacobi_max_iters"),
+    (dict(guidance=1.0, decoding="jacobi", jacobi_tol=-1.0), "jacobi_tol must be a number >= 0, got -1.0"),
+    (dict(guidance=1.0, decoding="gs-jacobi", gs_segments=16), r"gs_segments must be an integer in \[1, 15\]"),
+    (dict(guidance=1.0, decoding="gs-jacobi", gs_segments=(1, 2, 3)), "gs_segments has 3 entries"),
+    (dict(guidance=1.0, decoding="jacobi", jacobi_init="ones"), "jacobi_init must be one of noise, zeros"),
 ])
 def test_bad_options_raise_input_error(options, match):
     config = TARFlowConfig(**TINY)

@@ -3,7 +3,8 @@ denoising, checkpoints and bookkeeping, all on tiny configurations (a few second
 
 The references are independent of the code under test where it matters: the state_dict
 layout is written out from the documented reference layout; cached sampling is compared
-with a token-by-token solve that only calls the data-to-noise pass; the denoising step with
+with a token-by-token solve that only calls the data-to-noise pass; Jacobi and GS-Jacobi
+decoding with cached sequential decoding; the denoising step with
 a brute-force log-density (full Jacobian, slogdet) and finite differences; GFLOPs with
 torch's FlopCounterMode.
 """
@@ -11,6 +12,7 @@ torch's FlopCounterMode.
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 import torch
@@ -176,26 +178,113 @@ def test_cached_reverse_equals_uncached_token_by_token_solve(block_index, guidan
     torch.testing.assert_close(cached, uncached, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("guidance, annealed", [(0.0, False), (1.5, True)])
-def test_jacobi_decoding_converges_to_sequential(guidance, annealed):
+GUIDED = dict(guidance=1.5, annealed_guidance=True, attn_temp=0.8, denoise=False)
+
+
+def easy(seed=0):
+    """A tiny TARFlow whose blocks are weakly coupled (proj_out shrunk 10x), so Jacobi
+    passes contract fast; the flow still moves samples by about 1."""
+    s = tiny(seed=seed)
+    with torch.no_grad():
+        for block in s.net.blocks:
+            block.proj_out.weight.mul_(0.1)
+    return s
+
+
+def test_sequential_records_t_minus_one_steps_per_block():
     s = tiny()
     z, y = noise_and_labels(s)
-    t = s.net.blocks[0].attn_mask.shape[0]
-    seq = s.generate(z, y, guidance=guidance, annealed_guidance=annealed, attn_temp=0.8, denoise=False)
-    exact = s.generate(z, y, guidance=guidance, annealed_guidance=annealed, attn_temp=0.8, denoise=False,
-                       decoding="jacobi", jacobi_tol=0.0)
-    torch.testing.assert_close(exact, seq, rtol=0, atol=1e-10)
-    assert s.last_iterations == [t - 1, t - 1]  # the cap: exact by construction
+    s.generate(z, y, **GUIDED)
+    assert s.last_stats == {"iterations_per_block": [15, 15], "iterations_mean": 15.0, "iterations_max": 15,
+                            "iterations_total": 30}
+    json.dumps(s.last_stats)  # the bench copies it into rows
+
+
+@pytest.mark.parametrize("options, per_segment", [
+    (dict(decoding="jacobi"), [[15], [15]]),
+    (dict(decoding="jacobi", jacobi_init="zeros"), [[15], [15]]),
+    (dict(decoding="gs-jacobi", gs_segments=1), [[15], [15]]),
+    (dict(decoding="gs-jacobi", gs_segments=4), [[4, 4, 4, 3]] * 2),  # the authors' split of T = 16
+    (dict(decoding="gs-jacobi", gs_segments=6, jacobi_init="zeros"), [[3, 3, 3, 2, 2, 2]] * 2),  # uneven
+    (dict(decoding="gs-jacobi", gs_segments=15), [[1] * 15] * 2),  # one token per segment: sequential
+    (dict(decoding="gs-jacobi", gs_segments=(2, 7), jacobi_init=("zeros", "noise")),
+     [[8, 7], [3, 2, 2, 2, 2, 2, 2]]),
+], ids=["jacobi", "jacobi-zeros", "gs-1", "gs-4", "gs-6-zeros", "gs-15", "gs-per-block"])
+@pytest.mark.parametrize("guided", [False, True])
+def test_parallel_decoding_at_tolerance_zero_is_sequential_float64(options, per_segment, guided):
+    """At tolerance 0 every segment runs to its cap, its length, after which it is exact:
+    the result is the sequential one to float64 rounding (1e-10)."""
+    s = tiny()
+    z, y = noise_and_labels(s)
+    kwargs = GUIDED if guided else dict(denoise=False)
+    seq = s.generate(z, y, **kwargs)
+    x = s.generate(z, y, **kwargs, **options, jacobi_tol=0.0)
+    assert (seq - z).abs().max() > 0.1  # the flow is far from the identity
+    torch.testing.assert_close(x, seq, rtol=0, atol=1e-10)
+    stats = s.last_stats
+    assert stats["iterations_per_block"] == [15, 15] and stats["iterations_max"] == 15
+    assert stats["iterations_mean"] == 15.0 and stats["iterations_total"] == 30
+    if options["decoding"] == "gs-jacobi":
+        assert stats["iterations_per_segment"] == per_segment
+    else:
+        assert "iterations_per_segment" not in stats
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_gs_jacobi_stops_early_on_easy_blocks_within_the_tolerance(guided):
+    s = easy()
+    z, y = noise_and_labels(s)
+    kwargs = GUIDED if guided else dict(denoise=False)
+    seq = s.generate(z, y, **kwargs)
+    tol = 1e-3
+    x = s.generate(z, y, **kwargs, decoding="gs-jacobi", gs_segments=2, jacobi_tol=tol)
+    stats = s.last_stats
+    assert stats["iterations_max"] <= 8, stats  # of the 15 passes that are exact by construction
+    assert [sum(p) for p in stats["iterations_per_segment"]] == stats["iterations_per_block"]
+    assert stats["iterations_mean"] == sum(stats["iterations_per_block"]) / 2
+    # The last pass of every segment moved no entry by more than tol; with a contracting
+    # iteration the distance left to the fixed point is below that, so after two blocks
+    # the samples lie within tol of sequential decoding, though not on it.
+    err = float((x - seq).abs().max())
+    assert 1e-8 < err < tol, err
+    # Jacobi (one segment) on the same blocks also stops early and lands as close.
+    xj = s.generate(z, y, **kwargs, decoding="jacobi", jacobi_tol=tol)
+    assert s.last_stats["iterations_max"] <= 5 and float((xj - seq).abs().max()) < tol
+
+
+def test_parallel_decoding_results_do_not_depend_on_the_batch():
+    """A sample that has converged is frozen while the others go on, so it gets what it
+    would get alone, although the batch runs as many passes as its slowest sample."""
+    s = easy()
+    z, y = noise_and_labels(s, n=4)
+    for options in (dict(decoding="jacobi"), dict(decoding="gs-jacobi", gs_segments=(2, 3))):
+        batch = s.generate(z, y, **GUIDED, **options, jacobi_tol=1e-3)
+        batch_passes = s.last_stats["iterations_total"]
+        alone, passes = [], []
+        for i in range(4):
+            alone.append(s.generate(z[i:i + 1], y[i:i + 1], **GUIDED, **options, jacobi_tol=1e-3))
+            passes.append(s.last_stats["iterations_total"])
+        assert batch_passes == max(passes) and min(passes) < max(passes)  # samples do converge at different passes
+        torch.testing.assert_close(batch, torch.cat(alone), rtol=0, atol=1e-12)
+
+
+def test_jacobi_converges_to_sequential_and_the_cap_binds():
+    s = tiny()
+    z, y = noise_and_labels(s)
     # A weakly coupled flow (smaller weights) converges in a few sweeps: the tolerance stops it.
     weak = tiny(scale=0.02)
-    seq = weak.generate(z, y, guidance=guidance, annealed_guidance=annealed, attn_temp=0.8, denoise=False)
-    loose = weak.generate(z, y, guidance=guidance, annealed_guidance=annealed, attn_temp=0.8, denoise=False,
-                          decoding="jacobi", jacobi_tol=1e-6)
-    assert max(weak.last_iterations) < t - 3, weak.last_iterations  # stopped early ...
+    seq = weak.generate(z, y, **GUIDED)
+    loose = weak.generate(z, y, **GUIDED, decoding="jacobi", jacobi_tol=1e-6)
+    assert weak.last_stats["iterations_max"] < 15 - 3, weak.last_stats  # stopped early ...
     assert (loose - seq).abs().max() < 1e-5  # ... close to the fixed point
+    seq = s.generate(z, y, denoise=False)
     capped = s.generate(z, y, denoise=False, decoding="jacobi", jacobi_tol=0.0, jacobi_max_iters=2)
-    assert s.last_iterations == [2, 2]
-    assert (capped - s.generate(z, y, denoise=False)).abs().max() > 1e-3  # two sweeps are not enough
+    assert s.last_stats["iterations_per_block"] == [2, 2]
+    assert (capped - seq).abs().max() > 1e-3  # two sweeps are not enough
+    capped = s.generate(z, y, denoise=False, decoding="gs-jacobi", gs_segments=3, jacobi_tol=0.0,
+                        jacobi_max_iters=(2, 7))
+    assert s.last_stats["iterations_per_segment"] == [[2, 2, 2], [5, 5, 5]]  # a cap above a segment's length is it
+    assert (capped - seq).abs().max() > 1e-3
 
 
 def test_guidance_zero_is_the_unguided_path_and_guidance_matters():
@@ -311,10 +400,18 @@ def test_bad_inputs_raise_input_error(noise_shape, labels, message):
 
 @pytest.mark.parametrize("options, message", [
     (dict(guidance=-1.0), "guidance must be >= 0"),
-    (dict(decoding="parallel"), "decoding must be one of sequential, jacobi"),
+    (dict(decoding="parallel"), "decoding must be one of sequential, jacobi, gs-jacobi, got 'parallel'"),
     (dict(attn_temp=0.0), "attn_temp must be positive"),
     (dict(guide_what="c"), "guide_what"),
-    (dict(jacobi_max_iters=0), "jacobi_max_iters"),
+    (dict(decoding="jacobi", jacobi_max_iters=0), r"jacobi_max_iters must be an integer >= 1 or None .* got 0"),
+    (dict(decoding="jacobi", jacobi_tol=-1e-3), "jacobi_tol must be a number >= 0, got -0.001"),
+    (dict(decoding="jacobi", jacobi_tol=float("nan")), "jacobi_tol must be a number >= 0, got nan"),
+    (dict(decoding="jacobi", jacobi_init="ones"), "jacobi_init must be one of noise, zeros .* got 'ones'"),
+    (dict(decoding="gs-jacobi", gs_segments=0), r"gs_segments must be an integer in \[1, 15\] .* got 0"),
+    (dict(decoding="gs-jacobi", gs_segments=16), r"gs_segments must be an integer in \[1, 15\] .* got 16"),
+    (dict(decoding="gs-jacobi", gs_segments=2.0), r"gs_segments must be an integer in \[1, 15\] .* got 2.0"),
+    (dict(decoding="gs-jacobi", gs_segments=(1, 2, 3)), "gs_segments has 3 entries, but the model has 2 blocks"),
+    (dict(decoding="jacobi", gs_segments=2), "gs_segments applies to decoding='gs-jacobi' only, not 'jacobi'"),
     (dict(temperature=1.0), "unknown option"),
 ])
 def test_bad_options_raise_input_error(options, message):
@@ -356,7 +453,9 @@ def test_compiled_sampler_gives_the_same_samples():
         p.data.normal_(0, 0.05)
     compiled = load_sampler("tarflow", **kwargs)
     compiled.net.load_state_dict(plain.net.state_dict())
-    assert compiled.compile(backend="eager") == "layer.step+net"
+    assert compiled.compile(backend="eager") == "layer.step+block.window+net"
     z, y = torch.randn(2, 3, 8, 8), torch.tensor([1, 3])
-    expected = plain.generate(z, y, guidance=1.0, denoise=False)
-    assert torch.allclose(compiled.generate(z, y, guidance=1.0, denoise=False), expected, atol=1e-6)
+    for options in (dict(), dict(decoding="jacobi"), dict(decoding="gs-jacobi", gs_segments=3, jacobi_tol=0.0)):
+        expected = plain.generate(z, y, guidance=1.0, denoise=False, **options)
+        assert torch.allclose(compiled.generate(z, y, guidance=1.0, denoise=False, **options), expected, atol=1e-6)
+        assert compiled.last_stats == plain.last_stats
