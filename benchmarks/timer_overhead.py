@@ -1,11 +1,14 @@
 """Timer overhead: the same fixed workload timed by nfebench's timer and by a bare loop.
 
-nfebench's `measure` adds a clock read pair, a list append and the time-budget check per
-call; this script shows what that costs on a workload of the size the sweep times. Both
-timers run in alternating rounds (so machine drift hits both alike), and the ratio of
-their mean per-call times is printed (paired rounds, and best round of each); the target
-is within 2% of 1. On a machine shared with other work the paired figure is noisy; the
-best-round figure is the one to read there.
+nfebench's timer (`harness.timing.adaptive.time_rounds`, what the sweep and `measure` use)
+puts a clock read pair around each call, and between calls an append, the median's
+interval and the stopping checks. This script shows what that costs on a workload of the
+size the sweep times. Both timers run in alternating rounds (so machine drift hits both
+alike), and the ratio of their mean per-call times is printed (paired rounds, and best round
+of each); the target is within 2% of 1. On a machine shared with other work the paired
+figure is noisy; the best-round figure is the one to read there. The bookkeeping between
+calls is in no timed value; its cost per call is printed apart (wall time of the whole
+timer loop over its calls, less the mean timed call).
 
 Run: ``python benchmarks/timer_overhead.py [--device cpu|cuda] [--rounds 5] [--calls 20]``
 """
@@ -18,7 +21,8 @@ import time
 
 import torch
 
-from harness.timing.clocks import clock_for, measure
+from harness.timing.adaptive import Budget, time_rounds
+from harness.timing.clocks import clock_for
 
 
 def workload(device: torch.device, size: int):
@@ -56,10 +60,13 @@ def main() -> None:
     clock = clock_for(device)
     for _ in range(5):  # warm caches and the allocator once for both
         fn()
-    ours, bare = [], []
+    ours, bare, between = [], [], []
+    budget = Budget(repeats=args.calls, min_calls=args.calls)  # exactly `calls` calls, whatever the interval says
     for _ in range(args.rounds):
-        t = measure(fn, clock, warmup=0, repeats=args.calls)
-        ours.append(statistics.fmean(t.values))
+        start = time.perf_counter()
+        values = time_rounds({"fn": fn}, clock, warmup=0, budget=budget).members["fn"].values
+        between.append((time.perf_counter() - start) / args.calls - statistics.fmean(values))
+        ours.append(statistics.fmean(values))
         bare.append(bare_loop(fn, args.calls, device))
     ratio = statistics.median(o / b for o, b in zip(ours, bare))
     best = min(ours) / min(bare)  # the least disturbed round of each: robust to a busy machine
@@ -69,6 +76,8 @@ def main() -> None:
     for label, r in (("median of paired rounds", ratio), ("best rounds", best)):
         verdict = "within" if abs(r - 1) <= 0.02 else "outside"
         print(f"ratio nfebench/bare ({label}): {r:.4f}, {verdict} the 2% target")
+    print(f"bookkeeping between calls (interval, stopping checks; in no timed value): "
+          f"{1e6 * statistics.median(between):.0f} us per call")
 
 if __name__ == "__main__":
     main()

@@ -1,12 +1,16 @@
 """The leaderboard: published rows and measured run files -> one CSV, one Markdown table, one plot.
 
 Inputs are `results/published.csv` (paper figures, the results schema plus an `evidence`
-column: ``verified`` or ``secondary``) and every run file under `results/runs/`. Outputs are
-regenerated, never hand-edited:
+column: ``verified`` or ``secondary``) and every run file under `results/runs/`, the curated
+runs that are committed. A user's own runs (`nfebench bench` writes them to the git-ignored
+`results/local/`) enter only when asked (``include_local``), and the tables made with them
+are written to `results/local/`, never over the committed ones. Outputs are regenerated,
+never hand-edited:
 
 - ``leaderboard.csv``: one row per model x setting. A setting is (model, source, nfe,
   device, device_name, backend, dtype, compiled, batch_size); its timing columns are
-  ``ms_per_image`` (generator only, decode off) and ``ms_per_image_decode`` (decode on).
+  ``ms_per_image`` (generator only, decode off) and ``ms_per_image_decode`` (decode on),
+  its speed-up columns ``speedup`` and ``speedup_decode`` with their 95% intervals.
   FID and IS belong to (model, source, nfe) and are repeated on each of its settings, with
   ``quality_n`` (samples) and ``fid_reference`` (mode and reference batch) beside them.
 - ``leaderboard.md``: the same table in Markdown.
@@ -17,11 +21,16 @@ Rules (each one in one place below):
 - A quality row whose `weights` contains ``random-init`` never gets a FID/IS column or a
   rank: random weights say nothing about quality. Its timings do count (speed does not
   depend on the weights' values).
-- Where one setting was measured more than once, the latest run wins (``created``, then
-  ``run_id``); for quality, the row with the most samples ``n`` wins first.
-- ``speedup`` is the autoregressive teacher's ms per image divided by the row's, for models
-  that have a teacher (BiFlow -> the iTARFlow of the same size), in the same source,
-  device, backend, dtype, compiled mode and batch size.
+- Where one setting was measured more than once, one row is chosen, never by date: the
+  narrowest 95% interval relative to its value first (a schema-1 row without one counts
+  ``value +- 2 x spread``, and a row with neither counts as infinitely wide), then the most
+  samples ``n``, then the greater ``run_id``. For quality the most samples come first (a FID
+  of more samples is a less biased one, not only a less noisy one), then the interval.
+- ``speedup`` is the model's measured ``speedup`` row for the setting (its teacher timed in
+  alternating rounds in the same run, `harness.pairs`), with ``speedup_ci_low`` and
+  ``speedup_ci_high``; where there is none (paper rows, runs of schema 1), the teacher's ms
+  per image divided by the row's in the same source, device, backend, dtype, compiled mode
+  and batch size, with no interval.
 - Run files whose name contains ``mini`` (the mini track, `harness.track`) are kept out of
   the main table and the plot: their models are toys trained on 8x8 digits, their FIDs are
   against another reference. They make their own table, ``leaderboard-mini.csv`` and
@@ -38,14 +47,13 @@ from pathlib import Path
 from typing import Iterable
 
 from harness.errors import InputError
-from harness.results import CALIBRATION_MS, FID, IS, MS_PER_IMAGE, OK, PRECISION, RECALL, atomic_write, read_run
+from harness.pairs import teacher_of
+from harness.results import (CALIBRATION_MS, FID, IS, MS_PER_IMAGE, OK, PRECISION, RECALL, SPEEDUP, atomic_write,
+                             read_run)
 from harness.sampler import RANDOM_INIT
+from harness.timing.stats import interval_or_spread
 
 EVIDENCE = ("verified", "secondary")
-
-# Model-id prefix -> the prefix of the autoregressive teacher of the same size it is compared
-# with: biflow-b2 -> itarflow-b2.
-TEACHERS = {"biflow": "itarflow"}
 
 # Columns whose numbers are canonicalised by `text`, so 8, 8.0 and "8" key alike.
 NUMERIC_CELLS = ("schema_version", "params", "nfe", "batch_size", "guidance", "seed", "n")
@@ -53,14 +61,17 @@ SETTING = ("model", "source", "nfe", "device", "device_name", "backend", "dtype"
 QUALITY_KEY = ("model", "source", "nfe")
 LEADERBOARD_COLUMNS = (
     "fid_rank", "model", "family", "params", "nfe", "source", "device", "device_name", "backend", "dtype",
-    "compiled", "batch_size", "ms_per_image", "ms_per_image_decode", "teacher", "speedup", "speedup_decode",
+    "compiled", "batch_size", "ms_per_image", "ms_per_image_decode", "teacher", "speedup", "speedup_ci_low",
+    "speedup_ci_high", "speedup_decode", "speedup_decode_ci_low", "speedup_decode_ci_high",
     "fid", "is", "quality_n", "fid_reference", "weights", "evidence", "citation",
 )
 # Fixed decimals per numeric column: the same inputs always print the same bytes.
-_DECIMALS = {"ms_per_image": 3, "ms_per_image_decode": 3, "speedup": 1, "speedup_decode": 1, "fid": 2, "is": 1}
+_DECIMALS = {"ms_per_image": 3, "ms_per_image_decode": 3, "speedup": 1, "speedup_ci_low": 1, "speedup_ci_high": 1,
+             "speedup_decode": 1, "speedup_decode_ci_low": 1, "speedup_decode_ci_high": 1, "fid": 2, "is": 1}
 
 DEFAULT_PUBLISHED = Path("results/published.csv")
-DEFAULT_RUNS = Path("results/runs")
+DEFAULT_RUNS = Path("results/runs")  # curated runs, committed
+DEFAULT_LOCAL = Path("results/local")  # a user's own runs (nfebench bench's default), git-ignored
 DEFAULT_OUT = Path("results")
 
 MINI = "mini"
@@ -162,11 +173,14 @@ def _number(v, path, col: str) -> float:
         raise InputError(f"{path}: column {col!r} holds {v!r}; it must be a number or empty") from None
 
 
+FLOAT_CELLS = ("value", "spread", "ci_low", "ci_high")
+
+
 def records(df, path) -> list[dict]:
     """Rows of a run DataFrame (`harness.results.read_run`) as dicts of text (numbers canonical), with
-    `value` and `spread` as floats (NaN when empty) and `evidence` ("" for measured rows).
-    `path` names the file in error messages."""
-    numeric = {col: [_number(v, path, col) for v in df[col]] for col in ("value", "spread")}
+    `value`, `spread`, `ci_low` and `ci_high` as floats (NaN when empty) and `evidence` ("" for
+    measured rows). `path` names the file in error messages."""
+    numeric = {col: [_number(v, path, col) for v in df[col]] for col in FLOAT_CELLS}
     for col in NUMERIC_CELLS:
         for v in df[col]:
             if text(v) and math.isnan(_number(text(v), path, col)):
@@ -174,17 +188,29 @@ def records(df, path) -> list[dict]:
     out = []
     for i, rec in enumerate(df.to_dict("records")):
         row = {k: text(v) if k in NUMERIC_CELLS else ("" if v is None else str(v).strip())
-               for k, v in rec.items() if k not in ("value", "spread")}
-        row["value"], row["spread"] = numeric["value"][i], numeric["spread"][i]
+               for k, v in rec.items() if k not in FLOAT_CELLS}
+        row.update({col: numeric[col][i] for col in FLOAT_CELLS})
         row.setdefault("evidence", "")
         out.append(row)
     return out
 
 
+def relative_width(r: dict) -> float:
+    """Width of a row's 95% interval over its value (`interval_or_spread`: a schema-1 row's spread
+    stands in); infinite with neither or a zero value."""
+    found = interval_or_spread(r["value"], r["ci_low"], r["ci_high"], r["spread"])
+    if found is None or r["value"] == 0:
+        return math.inf
+    return (found[1] - found[0]) / abs(r["value"])
+
+
 def _choose(rows: Iterable[dict], key_cols: tuple, by_n: bool) -> dict[tuple, dict]:
-    """One row per key: the most samples first (if `by_n`), then the latest run."""
+    """One row per key: the narrowest relative interval, then the most samples, then the greater run
+    id; with `by_n` (quality) the most samples first. Never the file date."""
     def precedence(r: dict) -> tuple:
-        return (float(r["n"]) if by_n and r["n"] else 0.0, r["created"], r["run_id"])
+        n = float(r["n"]) if r["n"] else 0.0
+        width = relative_width(r)
+        return ((n, -width) if by_n else (-width, n)) + (r["run_id"],)
 
     chosen: dict[tuple, dict] = {}
     for r in rows:
@@ -192,6 +218,15 @@ def _choose(rows: Iterable[dict], key_cols: tuple, by_n: bool) -> dict[tuple, di
         if k not in chosen or precedence(r) > precedence(chosen[k]):
             chosen[k] = r
     return chosen
+
+
+def _teacher(r: dict) -> str:
+    """The teacher a speedup row names in its config."""
+    try:
+        config = json.loads(r["config"]) if r["config"] else {}
+    except ValueError:
+        return ""
+    return str(config.get("teacher", "")) if isinstance(config, dict) else ""
 
 
 def build(rows: list[dict]) -> list[dict]:
@@ -208,9 +243,13 @@ def build(rows: list[dict]) -> list[dict]:
               and r["metric"] != CALIBRATION_MS]
     timing = [r for r in usable if r["metric"] == MS_PER_IMAGE and r["decode"] in ("on", "off")]
     quality = [r for r in usable if r["metric"] in (FID, IS) and not is_random_weights(r["weights"])]
+    # measured speed-ups at one batch size (the best-throughput rows have none: no setting of their own)
+    ratios = [dict(r, teacher=_teacher(r)) for r in usable
+              if r["metric"] == SPEEDUP and r["batch_size"] and r["decode"] in ("on", "off")]
 
     times = _choose(timing, SETTING + ("decode",), by_n=False)
     scores = _choose(quality, QUALITY_KEY + ("metric",), by_n=True)
+    speedups = _choose(ratios, SETTING + ("decode", "teacher"), by_n=False)
 
     board: dict[tuple, dict] = {}
     sources: dict[tuple, list[dict]] = {}
@@ -241,7 +280,7 @@ def build(rows: list[dict]) -> list[dict]:
         for col in ("family", "params"):
             entry[col] = entry[col] or next((r[col] for r in contributing if r[col]), "")
 
-    _add_speedups(board)
+    _add_speedups(board, speedups)
     _add_ranks(board)
     return sorted(board.values(), key=_sort_key)
 
@@ -260,10 +299,6 @@ def read_manifests(runs_dir: str | Path = DEFAULT_RUNS) -> dict[str, dict]:
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{path}: not a readable track manifest ({exc!r})") from exc
     return out
-
-
-# The mini track's teacher of each student, for the speed-up column.
-MINI_TEACHERS = {"biflow-mini": "tarflow-mini"}
 
 
 def build_mini(rows: list[dict], manifests: dict[str, dict]) -> list[dict]:
@@ -313,7 +348,7 @@ def build_mini(rows: list[dict], manifests: dict[str, dict]) -> list[dict]:
         anyrow = next(r for r in usable if r["model"] == model)
         e["family"], e["params"], e["nfe"] = anyrow["family"], anyrow["params"], anyrow["nfe"]
     for model, e in board.items():
-        t = board.get(MINI_TEACHERS.get(model, ""))
+        t = board.get(teacher_of(model) or "")
         if t and t["ms_per_image_batched"] and e["ms_per_image_batched"] and t["batch_size"] == e["batch_size"]:
             e["speedup_batched"] = t["ms_per_image_batched"] / e["ms_per_image_batched"]
     _add_ranks(board, key=("model",))
@@ -340,20 +375,27 @@ def _blank(r: dict, timing: bool = True) -> dict:
     return entry
 
 
-def _add_speedups(board: dict[tuple, dict]) -> None:
+def _add_speedups(board: dict[tuple, dict], measured: dict[tuple, dict]) -> None:
+    """`teacher` and the speed-up columns: the measured speedup row of the setting where one was
+    chosen, else the ratio of the teacher's and the row's ms per image (no interval)."""
     for s, entry in board.items():
-        prefix = entry["model"].split("-", 1)[0]
-        if prefix not in TEACHERS:
+        teacher = teacher_of(entry["model"])
+        if teacher is None:
             continue
-        teacher = TEACHERS[prefix] + entry["model"][len(prefix):]
         peers = sorted(t for t in board if t[0] == teacher and t[1] == s[1] and t[3:] == s[3:])
-        if not peers:
-            continue
-        t = board[peers[0]]
-        entry["teacher"] = teacher
-        for ms, col in (("ms_per_image", "speedup"), ("ms_per_image_decode", "speedup_decode")):
-            if entry[ms] and t[ms]:
-                entry[col] = t[ms] / entry[ms]
+        for decode, ms, col in (("off", "ms_per_image", "speedup"), ("on", "ms_per_image_decode", "speedup_decode")):
+            row = measured.get(s + (decode, teacher))
+            if row is not None:
+                entry[col], entry[col + "_ci_low"], entry[col + "_ci_high"] = (
+                    row["value"], _finite(row["ci_low"]), _finite(row["ci_high"]))
+            elif peers and entry[ms] and board[peers[0]][ms]:
+                entry[col] = board[peers[0]][ms] / entry[ms]
+            if peers or row is not None:
+                entry["teacher"] = teacher
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def _add_ranks(board: dict, key: tuple = QUALITY_KEY) -> None:
@@ -509,7 +551,8 @@ def plot_pareto(board: list[dict], path: str | Path) -> int:
 
 
 def write_leaderboard(published: str | Path = DEFAULT_PUBLISHED, runs: str | Path = DEFAULT_RUNS,
-                      out_dir: str | Path = DEFAULT_OUT, plot: bool = True) -> dict[str, Path]:
+                      out_dir: str | Path = DEFAULT_OUT, plot: bool = True,
+                      local: str | Path | None = None) -> dict[str, Path]:
     """Regenerate ``leaderboard.csv``, ``leaderboard.md`` and (if `plot`) ``pareto.png``.
 
     Args:
@@ -517,6 +560,9 @@ def write_leaderboard(published: str | Path = DEFAULT_PUBLISHED, runs: str | Pat
         runs: folder searched recursively for run files (``*.csv``); may be empty or absent.
         out_dir: where the three files are written, atomically.
         plot: draw the Pareto plot (needs matplotlib).
+        local: a second folder of run files (a user's own, `DEFAULT_LOCAL`) read with `runs`;
+            None reads none. `out_dir` must then not be `runs`'s parent folder, where the
+            committed tables live.
 
     Returns:
         Output name -> path written.
@@ -525,16 +571,24 @@ def write_leaderboard(published: str | Path = DEFAULT_PUBLISHED, runs: str | Pat
 
         paths = write_leaderboard("results/published.csv", "results/runs", "results")
         print(paths["csv"].read_text().splitlines()[0])  # fid_rank,model,family,...
+        mine = write_leaderboard(out_dir="results/local", local="results/local")  # with my own runs
     """
-    rows = read_published(published) + (read_runs(runs) if Path(runs).is_dir() else [])
-    board = build(rows)
     out_dir = Path(out_dir)
+    folders = [Path(runs)]
+    if local is not None:
+        if out_dir.resolve() in (Path(runs).resolve().parent, DEFAULT_OUT.resolve()):
+            raise InputError(f"tables with local runs go to their own folder, never over the committed tables in "
+                             f"{out_dir}; pass another --out (default with --include-local: {DEFAULT_LOCAL})")
+        folders.append(Path(local))
+    folders = [f for f in folders if f.is_dir()]
+    rows = read_published(published) + [r for f in folders for r in read_runs(f)]
+    board = build(rows)
     paths = {"csv": out_dir / "leaderboard.csv", "md": out_dir / "leaderboard.md"}
     atomic_write(paths["csv"], to_csv(board))
     atomic_write(paths["md"], to_markdown(board))
-    mini_rows = read_runs(runs, mini=True) if Path(runs).is_dir() else []
+    mini_rows = [r for f in folders for r in read_runs(f, mini=True)]
     if mini_rows:
-        mini = build_mini(mini_rows, read_manifests(runs))
+        mini = build_mini(mini_rows, {k: v for f in folders for k, v in read_manifests(f).items()})
         paths["mini_csv"], paths["mini_md"] = out_dir / "leaderboard-mini.csv", out_dir / "leaderboard-mini.md"
         atomic_write(paths["mini_csv"], _table_csv(mini, MINI_COLUMNS, _MINI_DECIMALS))
         atomic_write(paths["mini_md"], _table_markdown(mini, MINI_COLUMNS, _MINI_DECIMALS))

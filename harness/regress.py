@@ -3,19 +3,28 @@
 A setting is one row's (model, nfe, device, device_name, backend, dtype, compiled,
 batch_size, decode, guidance, config, metric). Rows of the two files are paired on it.
 For timing rows `config` is left out of the key: bench writes its run parameters there
-(repeats, threads, timer), which may differ between two runs of the same setting.
+(repeats, threads, timer), which may differ between two runs of the same setting; for
+``speedup`` rows only the teacher it names (and ``at``, for the best-throughput rows) counts.
 
-Timings (``ms_per_batch``, ``ms_per_image``, ``images_per_s``, ``mfu``, ``peak_mem_mb``):
+Timings (``ms_per_batch``, ``ms_per_image``, ``images_per_s``, ``mfu``, ``peak_mem_mb``, and the
+ratios ``speedup`` and ``frac_matmul_peak``):
 - Machines drift, so speeds compare as ratios to the calibration workload each bench run
-  times (``model="calibration"``, metric ``calibration_ms``): with ``r = cal_current /
+  times (``model="calibration"``, metric ``calibration_ms``; at the start and at the end of
+  the run, of which the faster counts): with ``r = cal_current /
   cal_baseline``, a current time ``t`` counts as ``t / r`` and a throughput ``x`` as ``x * r``
-  (memory is not scaled). A uniformly slower machine is then no regression.
+  (memory is not scaled, nor are the ratios: both their parts ran on the same machine).
+  A uniformly slower machine is then no regression.
+- Each side is an interval: the row's 95% interval (``ci_low``, ``ci_high``), the current one
+  scaled like its value and widened by the calibrations' own relative half-widths. A row of
+  schema 1 has none: ``value +- spread_k x spread`` stands in (the report says so), and a row
+  with neither (one call) is its value alone.
+- Worse counts as a regression only when the current interval lies beyond the baseline's by
+  the tolerance: for a time, its low end above ``(1 + time_rtol)`` x the baseline's high end;
+  for a throughput or ratio, its high end below ``(1 - time_rtol)`` x the baseline's low end.
+  So noise (wide or overlapping intervals) is never called a slowdown. Better by the same rule
+  is reported as an improvement and never fails.
 - Peak memory counts as more only beyond ``MEMORY_ATOL_MB`` as well (CPU resident growth
   is noisy by tens of MiB).
-- Worse counts as a regression only when it exceeds both ``time_rtol`` x baseline and
-  ``spread_k`` x the combined spread ``sqrt(s_b^2 + s_c^2 + (t * rel_cal)^2)``, where
-  ``rel_cal`` is the calibration's own relative spread. Faster beyond both is reported as
-  an improvement and never fails.
 
 Every other numeric metric (``fid``, ``is``, ``sfid``, ``precision``, ``recall``, ...):
 a change of more than ``metric_atol`` either way is flagged. Baselines for these are
@@ -38,8 +47,9 @@ from pathlib import Path
 
 from harness.errors import InputError
 from harness.leaderboard import records
-from harness.results import (CALIBRATION_MS, FID, IMAGES_PER_S, MFU, MS_PER_BATCH, MS_PER_IMAGE, OK, PEAK_MEM_MB,
-                             QUALITY_METRICS, SFID, read_run)
+from harness.results import (CALIBRATION_MS, FID, FRAC_MATMUL_PEAK, IMAGES_PER_S, MFU, MS_PER_BATCH, MS_PER_IMAGE, OK,
+                             PEAK_MEM_MB, QUALITY_METRICS, SFID, SPEEDUP, read_run)
+from harness.timing.stats import interval_or_spread
 
 SETTING = ("model", "nfe", "device", "device_name", "backend", "dtype", "compiled", "batch_size", "decode",
            "guidance", "config", "metric")
@@ -48,7 +58,8 @@ MACHINE = ("device", "device_name", "backend")
 TIMES = (MS_PER_BATCH, MS_PER_IMAGE)      # lower is better, scaled by the calibration ratio
 THROUGHPUTS = (IMAGES_PER_S, MFU)         # higher is better, scaled by the calibration ratio
 MEMORY = (PEAK_MEM_MB,)                   # lower is better, not scaled
-TIMING = TIMES + THROUGHPUTS + MEMORY
+RATIOS = (SPEEDUP, FRAC_MATMUL_PEAK)      # higher is better, not scaled (both parts on one machine)
+TIMING = TIMES + THROUGHPUTS + MEMORY + RATIOS
 LOWER_IS_BETTER = (FID, SFID)         # among quality metrics; the rest of QUALITY_METRICS: higher
 
 DEFAULT_TIME_RTOL = 0.10
@@ -106,18 +117,40 @@ class Report:
         return [c for c in self.changes if c.regression]
 
 
-def _calibration(rows: list[dict]) -> tuple[float, float] | None:
-    """(median ms, relative spread) of the run's calibration rows, or None if it has none."""
-    cal = [r for r in rows if r["metric"] == CALIBRATION_MS and r["status"] == OK and math.isfinite(r["value"])]
+def _calibration(rows: list[dict], k: float) -> tuple[float, float, str] | None:
+    """(ms, relative half-width of its interval, a note) of the run's calibration, or None if it has
+    none. A run times it at its start and at its end: the faster of the two counts, because other
+    work on a machine only ever slows the workload down, and the note says when they disagree."""
+    cal = [r for r in rows if r["metric"] == CALIBRATION_MS and r["status"] == OK and math.isfinite(r["value"])
+           and r["value"] > 0]
     if not cal:
         return None
-    value = statistics.median(r["value"] for r in cal)
-    spreads = [r["spread"] for r in cal if math.isfinite(r["spread"])]
-    return value, (statistics.median(spreads) / value if spreads and value > 0 else 0.0)
+    intervals = [_interval(r, k) for r in cal]
+    best = min(range(len(cal)), key=lambda i: cal[i]["value"])
+    low, high, _ = intervals[best]
+    slowest = max(range(len(cal)), key=lambda i: cal[i]["value"])
+    note = ""
+    if intervals[slowest][0] > high:  # the slower calibration's interval lies above the faster's
+        note = (f"its calibration took {cal[best]['value']:.3f} ms once and {cal[slowest]['value']:.3f} ms another time: "
+                "the machine's speed changed during the run, so its timings are unsure; the faster counts")
+    return cal[best]["value"], (high - low) / 2 / cal[best]["value"], note
 
 
 def _key(r: dict) -> tuple:
-    return tuple("" if c == "config" and r["metric"] in TIMING else r[c] for c in SETTING)
+    return tuple(_setting_config(r) if c == "config" else r[c] for c in SETTING)
+
+
+def _setting_config(r: dict) -> str:
+    """The part of `config` that tells settings apart: nothing for timings (run parameters), the
+    teacher for speed-ups, the whole of it for every other metric."""
+    if r["metric"] == SPEEDUP:
+        try:
+            config = json.loads(r["config"]) if r["config"] else {}
+        except ValueError:
+            config = {}
+        config = config if isinstance(config, dict) else {}
+        return json.dumps({k: config[k] for k in ("teacher", "at") if k in config}, sort_keys=True)
+    return "" if r["metric"] in TIMING else r["config"]
 
 
 def _index(rows: list[dict], name: str) -> dict[tuple, dict]:
@@ -149,21 +182,34 @@ def describe(setting: dict) -> str:
     return " ".join(p for p in parts if p)
 
 
-def _spread(x: float) -> float:
-    return x if math.isfinite(x) else 0.0
+def _interval(r: dict, k: float) -> tuple[float, float, str]:
+    """A row's interval (`interval_or_spread`), or its value alone (one call, no spread)."""
+    return interval_or_spread(r["value"], r["ci_low"], r["ci_high"], r["spread"], k) or (r["value"], r["value"], "")
 
 
 def _timing(b: dict, c: dict, metric: str, ratio: float, rel_cal: float, rtol: float, k: float):
-    """Verdict for a timing pair: (adjusted current, threshold, verdict)."""
-    scale = 1.0 if metric in MEMORY else (1.0 / ratio if metric in TIMES else ratio)
+    """Verdict for a timing pair: (adjusted current, threshold, verdict). The threshold is the
+    change of the adjusted value beyond which its interval lies past the baseline's by the tolerance."""
+    scale = 1.0 if metric in MEMORY + RATIOS else (1.0 / ratio if metric in TIMES else ratio)
     adjusted = c["value"] * scale
-    noise = k * math.sqrt(_spread(b["spread"]) ** 2 + (_spread(c["spread"]) * scale) ** 2
-                          + (0.0 if metric in MEMORY else adjusted * rel_cal) ** 2)
-    threshold = max(rtol * abs(b["value"]), noise, MEMORY_ATOL_MB if metric in MEMORY else 0.0)
-    worse = adjusted - b["value"] if metric not in THROUGHPUTS else b["value"] - adjusted
+    widen = 0.0 if metric in MEMORY + RATIOS else rel_cal
+    b_low, b_high, _ = _interval(b, k)
+    c_low, c_high, _ = _interval(c, k)
+    c_low, c_high = c_low * scale * (1 - widen), c_high * scale * (1 + widen)
+    lower_is_better = metric in TIMES + MEMORY
+    if lower_is_better:  # worse: the current interval's low end above the baseline's high end (+ tolerance)
+        worse_at = b_high * (1 + rtol) + (adjusted - c_low) - b["value"]
+        better_at = b["value"] - b_low * (1 - rtol) + (c_high - adjusted)
+        worse = adjusted - b["value"]
+    else:  # worse: the current interval's high end below the baseline's low end (- tolerance)
+        worse_at = b["value"] - b_low * (1 - rtol) + (c_high - adjusted)
+        better_at = b_high * (1 + rtol) + (adjusted - c_low) - b["value"]
+        worse = b["value"] - adjusted
+    if metric in MEMORY:
+        worse_at, better_at = max(worse_at, MEMORY_ATOL_MB), max(better_at, MEMORY_ATOL_MB)
     worse_verdict, better_verdict = (MORE_MEMORY, LESS_MEMORY) if metric in MEMORY else (SLOWER, FASTER)
-    verdict = worse_verdict if worse > threshold else better_verdict if -worse > threshold else SAME
-    return adjusted, threshold, verdict
+    verdict = worse_verdict if worse > worse_at else better_verdict if -worse > better_at else SAME
+    return adjusted, worse_at, verdict
 
 
 def compare(baseline: list[dict], current: list[dict], *, time_rtol: float = DEFAULT_TIME_RTOL,
@@ -174,7 +220,7 @@ def compare(baseline: list[dict], current: list[dict], *, time_rtol: float = DEF
         baseline, current: rows of the two runs.
         time_rtol: relative change a timing must exceed to count (0.10 = 10%).
         metric_atol: absolute change a quality (or any other numeric) metric must exceed.
-        spread_k: how many combined spreads a timing change must also exceed.
+        spread_k: a row without an interval (schema 1) stands for ``value +- spread_k x spread``.
 
     Returns:
         A `Report`; `report.regressions` is empty when the current run is clean.
@@ -200,9 +246,18 @@ def compare(baseline: list[dict], current: list[dict], *, time_rtol: float = DEF
 
     machine = "; ".join(" / ".join(x or "?" for x in m) for m in machines[0])
     notes = [f"machine: {machine} (device / name / backend)"]
-    cal_b, cal_c = _calibration(baseline), _calibration(current)
+    cal_b, cal_c = _calibration(baseline, spread_k), _calibration(current, spread_k)
     ratio, rel_cal = 1.0, 0.0
     has_timing = any(r["metric"] in TIMES + THROUGHPUTS for r in b_rows.values())
+    for name, rows in (("baseline", b_rows), ("current", c_rows)):
+        timed = [r for r in rows.values() if r["metric"] in TIMING and r["status"] == OK]
+        fallback = [r for r in timed if _interval(r, spread_k)[2] == "spread"]
+        if fallback:
+            notes.append(f"{len(fallback)} timing rows of the {name} run have no 95% interval (schema 1): each stands "
+                         f"for value +- {spread_k:g} x spread instead")
+    for name, cal in (("baseline", cal_b), ("current", cal_c)):
+        if cal and cal[2]:
+            notes.append(f"the {name} run: {cal[2]}")
     if cal_b and cal_c:
         ratio = cal_c[0] / cal_b[0]
         rel_cal = math.hypot(cal_b[1], cal_c[1])

@@ -10,7 +10,9 @@ Schema history (``schema_version`` column):
   2: ``ci_low``, ``ci_high`` (a 95% interval in the unit of ``value``), ``stable`` (a timing
      whose interval met its target) and ``quality`` (a fast setting checked against the
      reference setting: verified, unverified or failed). Version-1 files read with these
-     columns empty.
+     columns empty. New metrics: ``speedup`` (a pair timed in alternating rounds) and
+     ``frac_matmul_peak``; timing rows keep ``cv``, ``p50``, ``p90``, ``p99`` and ``stop`` in
+     ``config``.
 """
 
 from __future__ import annotations
@@ -43,14 +45,24 @@ IMAGES_PER_S_PER_CHIP = "images_per_s_per_chip"  # JAX rows: the batch is split 
 COMPILE_MS = "compile_ms"  # JAX rows: lowering and XLA compilation of one point, apart from its timings
 PEAK_MEM_MB = "peak_mem_mb"
 MFU = "mfu"
+# Achieved FLOP/s over the matmul FLOP/s the same run measured on its device (its calibration
+# workload, in the run's dtype): how far a point is from what this machine can do, on any device.
+FRAC_MATMUL_PEAK = "frac_matmul_peak"
+# A fast model's speed over the model it is compared with (`harness.pairs`), timed in alternating
+# rounds: the teacher's median ms per image over the fast model's; `config.teacher` names it.
+SPEEDUP = "speedup"
 FID = "fid"
 IS = "is"
 SFID = "sfid"
 PRECISION = "precision"
 RECALL = "recall"
+DENSITY = "density"  # Naeem et al. 2020, on the precision/recall manifolds
+COVERAGE = "coverage"
+KID = "kid"  # value: mean over subsets; spread: std over subsets
+FD_DINOV2 = "fd_dinov2"  # Frechet distance of DINOv2 ViT-L/14 features (EDM2)
 # Each bench run times one fixed workload on its machine, so timings compare as ratios to it.
 CALIBRATION_MS = "calibration_ms"
-QUALITY_METRICS = (FID, IS, SFID, PRECISION, RECALL)
+QUALITY_METRICS = (FID, IS, SFID, PRECISION, RECALL, DENSITY, COVERAGE, KID, FD_DINOV2)
 
 # Row status: "ok" rows have a value; "oom" and "error" rows record a point that failed.
 OK, OOM, ERROR = "ok", "oom", "error"

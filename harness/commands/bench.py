@@ -1,14 +1,20 @@
 """`nfebench bench`: time models over batch sizes, with and without the SD-VAE decode.
 
 Writes a run file (CSV rows, `harness.results` schema) and a pyperf JSON file that
-``python -m pyperf compare_to old.json new.json`` compares, then prints a summary with
-BiFlow-B/2's measured speed-up over iTARFlow-B/2. Presets: ``--preset cpu`` (tox -e bench)
-and ``--preset gpu`` (tox -e bench-gpu); options given explicitly override the preset.
+``python -m pyperf compare_to old.json new.json`` compares, then prints the timings with
+their intervals, each fast model's measured speed-up over its teacher (`harness.pairs`) and
+the compute and latency floors. Presets: ``--preset cpu`` (tox -e bench) and ``--preset gpu``
+(tox -e bench-gpu); options given explicitly override the preset.
+
+Run files go to ``results/local/`` by default: a git-ignored folder for the user's own runs.
+``results/runs/`` holds the curated, committed runs the committed leaderboard is made of; a
+run enters it only by a deliberate copy in a reviewed commit. ``nfebench leaderboard
+--include-local`` shows local runs beside the committed ones.
 
 Example::
 
     nfebench bench --preset cpu
-    nfebench bench --models biflow-b2,rf-b2 --batch-sizes 1,4 --decode both --repeats 10
+    nfebench bench --models biflow-b2,itarflow-b2 --batch-sizes 1,4 --decode both --ci-target 0.02
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from harness.devices import DEVICES
 from harness.timing.sweep import (COMPILE_CHOICES, DECODE_CHOICES, DTYPES, PRESETS, SweepConfig,
                                   resolve_device, run_sweep, validate, with_preset)
 
-RUNS_DIR = Path("results/runs")
+LOCAL_DIR = Path("results/local")  # git-ignored; the leaderboard reads it only with --include-local
 
 
 def _ids(text: str) -> tuple[str, ...]:
@@ -52,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", type=_ids, help="comma-separated model ids (default: the four B/2 models)")
     p.add_argument("--batch-sizes", type=_ints, help=_help("batch_sizes"))
     p.add_argument("--decode", choices=DECODE_CHOICES, help=_help("decode"))
+    p.add_argument("--decode-batch-sizes", type=_ints, help=_help("decode_batch_sizes"))
     # Not `choices`: an unknown device gets nfebench's own message (exit 2) naming the valid ones.
     p.add_argument("--device", help=f"{', '.join(DEVICES)} or cuda:N (default: auto)")
     p.add_argument("--dtype", choices=tuple(DTYPES), help=_help("dtype"))
@@ -59,11 +66,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, help=_help("warmup"))
     p.add_argument("--repeats", type=int, help=_help("repeats"))
     p.add_argument("--max-time", type=float, help=_help("max_time"))
+    p.add_argument("--ci-target", type=float, help=_help("ci_target"))
     p.add_argument("--guidance", type=float, help=_help("guidance"))
     p.add_argument("--seed", type=int, help=_help("seed"))
     p.add_argument("--no-calibration", action="store_true", help="skip the calibration workload row")
     p.add_argument("--out", type=Path,
-                   help="run file to create (default: results/runs/bench-<preset>-<backend>-<device>-<run id>.csv)")
+                   help="run file to create, in a folder that exists (default: "
+                        f"{LOCAL_DIR}/bench-<preset>-<backend>-<device>-<run id>.csv, git-ignored)")
     p.add_argument("--pyperf-json", type=Path,
                    help="pyperf JSON file to create (default: the run file's name with .pyperf.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -72,17 +81,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from adapters import model_info
     from harness.results import new_provenance
-    from harness.timing.summary import speedup_table, timing_table
+    from harness.timing.summary import floors_table, speedup_table, timing_table
 
-    config = with_preset(args.preset, backend=args.backend, models=args.models, batch_sizes=args.batch_sizes, decode=args.decode,
-                         device=args.device, dtype=args.dtype, compile=args.compile, warmup=args.warmup,
-                         repeats=args.repeats, max_time=args.max_time, guidance=args.guidance, seed=args.seed,
+    config = with_preset(args.preset, backend=args.backend, models=args.models, batch_sizes=args.batch_sizes,
+                         decode=args.decode, decode_batch_sizes=args.decode_batch_sizes, device=args.device,
+                         dtype=args.dtype, compile=args.compile, warmup=args.warmup, repeats=args.repeats,
+                         max_time=args.max_time, ci_target=args.ci_target, guidance=args.guidance, seed=args.seed,
                          calibrate=False if args.no_calibration else None)
     validate(config)  # fails early (exit 2): unknown ids, CUDA or a TPU asked for and absent, JAX not installed
     provenance = new_provenance()
     where = config.device if config.backend == "jax" else resolve_device(config.device).type
-    out = args.out or RUNS_DIR / f"bench-{args.preset or 'custom'}-{config.backend}-{where}-{provenance['run_id']}.csv"
+    out = args.out
+    if out is None:
+        LOCAL_DIR.mkdir(parents=True, exist_ok=True)
+        out = LOCAL_DIR / f"bench-{args.preset or 'custom'}-{config.backend}-{where}-{provenance['run_id']}.csv"
     pyperf_json = args.pyperf_json or out.with_name(out.stem + ".pyperf.json")
     console = Console()
     try:
@@ -92,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     console.print(timing_table(result.rows, title=f"nfebench bench ({config.device}, {config.dtype})"))
     console.print(speedup_table(result.rows))
+    console.print(floors_table(result.rows, {m: model_info(m) for m in config.models}))
     console.print(f"run file: {out}\npyperf:   {pyperf_json}  (compare: python -m pyperf compare_to OLD.json NEW.json)")
     for line in result.errors:
         console.print(f"[red]failed[/red] {line}")

@@ -1,4 +1,7 @@
-"""`nfebench regress`: compare a run file with a baseline; exit 1 on a regression, 2 on unusable input."""
+"""`nfebench regress`: compare a run file with a baseline; exit 1 on a regression, 2 on unusable input.
+
+A timing regresses only when the current run's 95% interval, after the calibration ratio, lies
+beyond the baseline's by --time-rtol (`harness.regress`)."""
 
 from __future__ import annotations
 
@@ -11,11 +14,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", required=True, help="baseline run file, e.g. results/baselines/cpu.csv")
     p.add_argument("--current", required=True, help="run file to check, e.g. results/runs/<run>.csv")
     p.add_argument("--time-rtol", type=float, default=regress.DEFAULT_TIME_RTOL,
-                   help="relative change a timing must exceed to count (default: %(default)s)")
+                   help="how far beyond the baseline's 95%% interval the current interval must lie, relative to the "
+                        "baseline, for a timing to count as changed (default: %(default)s)")
     p.add_argument("--metric-atol", type=float, default=regress.DEFAULT_METRIC_ATOL,
                    help="absolute change a quality or other numeric metric must exceed (default: %(default)s)")
     p.add_argument("--spread-k", type=float, default=regress.DEFAULT_SPREAD_K,
-                   help="how many combined spreads a timing change must also exceed (default: %(default)s)")
+                   help="a timing row without an interval (schema 1) stands for value +- spread-k x its spread "
+                        "(default: %(default)s)")
     p.add_argument("--all", action="store_true", help="list unchanged settings too")
     p.add_argument("--other-machine", choices=("refuse", "skip"), default="refuse",
                    help="runs from different devices or backends: refuse (exit 2, the default) or skip "

@@ -1,8 +1,10 @@
-"""Clocks per backend and the warm-up/repeat loop that uses them.
+"""Clocks per backend, and `measure`, which times one workload with them.
 
 A clock times one call of a function and returns seconds. `measure` runs the warm-up
 calls (compilation, allocator growth and caches land there, and are kept apart) and then
-the timed calls, and returns both in a `Timing`.
+timed calls until the median's interval is tight enough or the budget is spent
+(`harness.timing.adaptive`, which also times several workloads in alternating rounds),
+and returns both in a `Timing`.
 
 - CPU: `WallClock`, the host's `time.perf_counter` around the call. Torch CPU ops are
   synchronous, so the call has finished when it returns.
@@ -14,19 +16,21 @@ the timed calls, and returns both in a `Timing`.
 
 Example::
 
-    t = measure(lambda: model(x), WallClock(), warmup=2, repeats=10)
-    t.median * 1e3, t.spread * 1e3, t.n     # ms per call, its MAD, 10
+    t = measure(lambda: model(x), WallClock(), warmup=2, repeats=20, max_time=10.0)
+    t.median * 1e3, t.spread * 1e3, t.n     # ms per call, its MAD, 5 to 20 calls
 """
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
+
+from harness.timing.adaptive import Budget, time_rounds
+from harness.timing.stats import DEFAULT_CI_TARGET
 
 
 class Clock(Protocol):
@@ -87,10 +91,14 @@ def median_mad(values: Sequence[float]) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds per call of the timed calls (`values`) and of the warm-up calls."""
+    """Seconds per call of the timed calls (`values`) and of the warm-up calls, and why the
+    timed calls stopped (`harness.timing.adaptive`: interval met, budget spent, ...) with the
+    note a row gets when the interval was not met."""
 
     values: tuple[float, ...]
     warmups: tuple[float, ...]
+    stop: str = ""
+    note: str = ""
 
     @property
     def n(self) -> int:
@@ -106,9 +114,11 @@ class Timing:
         return median_mad(self.values)[1] if self.n > 1 else None
 
 
-def measure(fn: Callable[[], Any], clock: Clock, *, warmup: int, repeats: int,
-            max_time: float | None = None, timed_region: ContextManager | None = None) -> Timing:
-    """Call `fn` `warmup` times untimed-for-statistics, then time up to `repeats` calls.
+def measure(fn: Callable[[], Any], clock: Clock, *, warmup: int, repeats: int, max_time: float | None = None,
+            ci_target: float = DEFAULT_CI_TARGET) -> Timing:
+    """Call `fn` `warmup` times untimed-for-statistics, then time calls until the median's
+    95% interval has a half-width of at most `ci_target` x the median, or `max_time` is spent,
+    or `repeats` calls are done; at least 5 calls unless one call exceeds `max_time`.
 
     Args:
         fn: the workload; its inputs are prepared outside it.
@@ -116,10 +126,9 @@ def measure(fn: Callable[[], Any], clock: Clock, *, warmup: int, repeats: int,
         warmup: calls before the timed ones; their times are kept in `Timing.warmups`
             but never enter the statistics.
         repeats: the most timed calls.
-        max_time: stop early once the timed calls add up to this many seconds (at least
-            one call is always timed), so a slow model does not hold up a sweep.
-        timed_region: a context entered around the timed calls only, not the warm-up
-            (`harness.timing.memory.PeakMemory` measures peak memory this way).
+        max_time: seconds the timed calls may add up to (None: no limit), so a slow model
+            does not hold up a sweep.
+        ci_target: the interval's half-width, as a fraction of the median, that is enough.
 
     Example::
 
@@ -127,11 +136,9 @@ def measure(fn: Callable[[], Any], clock: Clock, *, warmup: int, repeats: int,
         >>> t.n
         5
     """
-    if warmup < 0 or repeats < 1:
-        raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
-    warm = tuple(clock.time_call(fn) for _ in range(warmup))
-    values: list[float] = []
-    with timed_region or contextlib.nullcontext():
-        while len(values) < repeats and (max_time is None or not values or sum(values) < max_time):
-            values.append(clock.time_call(fn))
-    return Timing(tuple(values), warm)
+    rounds = time_rounds({"fn": fn}, clock, warmup=warmup,
+                         budget=Budget(repeats=repeats, max_time=max_time, ci_target=ci_target))
+    s = rounds.members["fn"]
+    if s.error is not None:
+        raise s.error
+    return Timing(tuple(s.values), tuple(s.warmups), s.stop, s.note)

@@ -13,23 +13,26 @@
   same on CPU, GPU and TPU.
 - The rows say ``backend=jax``, ``device`` = the JAX platform (cpu, gpu, tpu) and
   ``device_name`` = the device kind JAX reports ("TPU v4"); ``compiled`` is True.
+- Everything else is the torch runner's: adaptive repeats with the median's interval, pairs
+  in alternating rounds with ``speedup`` rows, and ``frac_matmul_peak`` against the matmul
+  FLOP/s of one chip measured in jax.numpy (the calibration's, in the run's dtype).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from adapters.jax.sampler import jax_device_name, jax_devices, require_jax
-from harness.errors import InputError
-from harness.results import CALIBRATION_MS, COMPILE_MS, RunFile
-from harness.sampler import ModelInfo, weights_with_decoder
+from harness.results import COMPILE_MS, RunFile
+from harness.sampler import ModelInfo
 from harness.seeding import sample_labels, sample_noise
-from harness.timing.clocks import WallClock, measure, median_mad
-from harness.timing.peaks import flops_per_image, peak_flops
-from harness.timing.sweep import (CALIBRATION_ID, DECODER, DECODER_ID, END_TO_END, GENERATOR, Point, SweepConfig,
-                                  _benchmark_name, _Runner)
+from harness.timing.clocks import WallClock, measure
+from harness.timing.peaks import peak_flops
+from harness.timing.sweep import (CALIBRATION_MAX_TIME, CALIBRATION_REPEATS, DECODER, START, Built, Point, Prepared,
+                                  SweepConfig, _flops, _Runner)
 
 
 class JaxRunner(_Runner):
@@ -46,112 +49,82 @@ class JaxRunner(_Runner):
         self.device_name = jax_device_name(self.devices[0])
         self.clock = WallClock(sync=jax.block_until_ready)
         self.peak = peak_flops(self.device_name, config.dtype)  # per chip
-        self.benchmarks = []
-        self.errors: list[str] = []
-        self.progress = progress
+        self._init_common(progress)
 
-    def _free_memory(self) -> None:
+    def _settings(self, info: ModelInfo | None, point: Point, weights: str, **over: Any) -> dict[str, Any]:
+        return super()._settings(info, replace(point, compiled=True), weights, **over)  # XLA always compiles
+
+    def _memory(self, built):
+        return None  # XLA's memory analysis of the compiled call (Prepared.peak_mb), no allocator hooks
+
+    def _free(self) -> None:
         import gc
 
         gc.collect()
 
-    def calibrate(self) -> None:
-        """The torch runner's calibration workload (float32 matmuls), in jax.numpy."""
+    def _matmul_workload(self, dtype: str):
+        """The torch runner's calibration workload (a matmul loop) in jax.numpy, compiled: the
+        call, its description and its FLOPs."""
         import jax
         import jax.numpy as jnp
 
         n, reps = (512, 40) if self.platform == "cpu" else (8192, 100)
         rng = np.random.default_rng(0)
-        a = jax.device_put(rng.standard_normal((n, n), dtype=np.float32), self.devices[0])
-        b = jax.device_put(rng.standard_normal((n, n), dtype=np.float32), self.devices[0])
+        a, b = (jax.device_put(jnp.asarray(rng.standard_normal((n, n), dtype=np.float32), dtype=dtype),
+                               self.devices[0]) for _ in range(2))
 
         @jax.jit
         def work(a, b):
             return jax.lax.fori_loop(0, reps, lambda _, c: jnp.matmul(b, c) * (1.0 / n**0.5), a)
 
-        work.lower(a, b).compile()
-        timing = measure(lambda: work(a, b), self.clock, warmup=1, repeats=5)
-        med, mad = median_mad([v * 1e3 for v in timing.values])
-        description = f"float32 matmul {n}x{n} x{reps} (jax)"
-        self.run.add(model=CALIBRATION_ID, backend=self.backend, device=self.platform, device_name=self.device_name,
-                     dtype="float32", compiled=True, seed=0, metric=CALIBRATION_MS, value=med, spread=mad,
-                     n=timing.n, config={"workload": description})
-        self._pyperf(CALIBRATION_ID, timing, {"workload": description})
+        compiled = work.lower(a, b).compile()
+        return (lambda: compiled(a, b)), f"{dtype} matmul {n}x{n} x{reps} (jax)", 2.0 * n**3 * reps
 
-    def _run_model(self, model: str, compiled: bool, points: list[Point], info: ModelInfo, bar) -> None:
+    def calibrate(self, when: str = START) -> None:
+        """The torch runner's calibration in jax.numpy (float32); at the start, then the matmul peak in the run's dtype."""
+        work, description, flops = self._matmul_workload("float32")
+        timing = measure(work, self.clock, warmup=1, repeats=CALIBRATION_REPEATS, max_time=CALIBRATION_MAX_TIME,
+                         ci_target=self.config.ci_target)
+        self._calibration_rows(timing, description, flops, compiled=True, when=when)
+        if when != START:
+            return
+        if self.config.dtype != "float32":
+            work, description, flops = self._matmul_workload(self.config.dtype)
+            timing = measure(work, self.clock, warmup=1, repeats=CALIBRATION_REPEATS,
+                             max_time=CALIBRATION_MAX_TIME, ci_target=self.config.ci_target)
+        self._set_matmul_peak(timing, description, flops)
+
+    def _build(self, model: str, compiled: bool, decoding: bool) -> Built:
         from adapters import load_sampler
 
-        bar.set_postfix_str(f"building {model} (jax)")
-        try:
-            sampler = load_sampler(model, backend="jax", device=self.config.device, dtype=self.config.dtype)
-            decoding = any(p.part != GENERATOR for p in points)
-            dec_weights = sampler.decoder_weights if decoding else None
-        except InputError:
-            raise
-        except Exception as exc:
-            self._failed(info, Point(model, True, points[0].batch_size, GENERATOR), exc)
-            bar.update(len(points))
-            return
-        try:
-            for point in points:
-                point = Point(point.model, True, point.batch_size, point.part)  # XLA always compiles
-                bar.set_postfix_str(f"{model} bs={point.batch_size} decode={point.part} (jax)")
-                self._run_point(sampler, info, point, dec_weights, "xla")
-                bar.update(1)
-        finally:
-            del sampler
-            self._free_memory()
+        sampler = load_sampler(model, backend="jax", device=self.config.device, dtype=self.config.dtype)
+        return Built(sampler, sampler.decoder_weights if decoding else None, "xla")
 
-    def _run_point(self, sampler, info: ModelInfo, point: Point, dec_weights: str | None,
-                   compiled_what: str | None) -> None:
-        c, bs = self.config, point.batch_size
-        latent = info.space == "latent"
-        weights = weights_with_decoder(info.weights, dec_weights if point.part == END_TO_END and latent else None)
-        settings = self._settings(info, point, weights)
-        if point.part == DECODER:
-            settings = self._settings(None, point, str(dec_weights), model=DECODER_ID, family=DECODER_ID,
-                                      params=sampler.decoder_params, nfe=1)
-        config: dict[str, Any] = {"warmup": c.warmup, "repeats": c.repeats, "max_time": c.max_time,
-                                  "timer": self.timer_name, "compiled": compiled_what}
+    def _prepare(self, built: Built, info: ModelInfo, point: Point) -> Prepared:
+        """Compile the point ahead of time (its compilation is a row of its own), then place its
+        real inputs: noise and labels from the sweep's seed (for the decoder alone, latents the
+        generator made beforehand)."""
+        c, bs, sampler = self.config, point.batch_size, built.sampler
+        settings = self._point_settings(built, info, point, sampler.decoder_params)
+        config: dict[str, Any] = {**self._run_config(), "timer": self.timer_name, "compiled": built.compiled_what}
         if point.part == DECODER:
             config["decoder_of"] = point.model
-        timing = None
-        try:
-            call, args = self._compiled_point(sampler, info, point)
-            self._compile_row(settings, config, call)
-            fn: Callable[[], Any] = lambda: call.call(args)  # noqa: E731
-            timing = measure(fn, self.clock, warmup=c.warmup, repeats=c.repeats, max_time=c.max_time)
-        except InputError:
-            raise
-        except Exception as exc:
-            self._failed(info, point, exc, settings=settings, config=config)
-        if timing is None:
-            self._free_memory()
-            return
-        flops = bs * flops_per_image(info, generator=point.part != DECODER, decode=point.part != GENERATOR)
-        mem_mb = None if call.memory_bytes is None else call.memory_bytes / 2**20
-        config = {**config, "memory": "xla memory_analysis, per device"}
-        self._timing_rows(settings, config, timing, mem_mb, flops, chips=call.num_devices)
-        self._pyperf(_benchmark_name(settings), timing, settings)
-
-    def _compiled_point(self, sampler, info: ModelInfo, point: Point):
-        """Compile the point, then place its real inputs: noise and labels from the
-        sweep's seed (for the decoder alone, latents the generator made beforehand)."""
-        c, bs = self.config, point.batch_size
         call, _ = sampler.compile(point.part, bs, guidance=c.guidance)
+        self.run.add(**settings, metric=COMPILE_MS, value=call.compile_s * 1e3, n=1,
+                     config={**config, "chips": call.num_devices})
         noise = sample_noise(c.seed, range(bs), info.sample_shape).numpy()
         labels = sample_labels(c.seed, range(bs), info.num_classes)
         labels = None if labels is None else labels.numpy()
         if point.part == DECODER:
             latents = np.asarray(sampler.generate(noise, labels, guidance=c.guidance), dtype=np.float32)
-            return call, sampler.arguments(DECODER, bs, latents, None)
-        return call, sampler.arguments(point.part, bs, noise, labels)
-
-    def _compile_row(self, settings: dict[str, Any], config: dict[str, Any], call) -> None:
-        self.run.add(**settings, metric=COMPILE_MS, value=call.compile_s * 1e3, n=1,
-                     config={**config, "chips": call.num_devices})
+            args = sampler.arguments(DECODER, bs, latents, None)
+        else:
+            args = sampler.arguments(point.part, bs, noise, labels)
+        mem_mb = None if call.memory_bytes is None else call.memory_bytes / 2**20
+        config["memory"] = "xla memory_analysis, per device"
+        return Prepared(point, info, lambda: call.call(args), settings, config, _flops(info, point),
+                        chips=call.num_devices, peak_mb=mem_mb)
 
     @staticmethod
     def _is_oom(exc: Exception) -> bool:
         return "RESOURCE_EXHAUSTED" in str(exc) or "out of memory" in str(exc).lower()
-

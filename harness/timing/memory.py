@@ -2,7 +2,10 @@
 
 - CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`, so the figure
   is the most memory held by tensors at any moment of the region, weights included
-  (what a batch size needs on that card).
+  (what a batch size needs on that card). When other models share the device (the two
+  models of a pair are built together), pass ``own_bytes``, what the region's own model
+  holds: the figure is then that plus the region's growth over what was allocated at its
+  start, so another model's weights do not count.
 - CPU: the growth of the process's peak resident set over its resident set at the start.
   Linux keeps the peak in ``VmHWM`` and resets it to the current size when ``5`` is
   written to ``/proc/self/clear_refs``; without that interface (macOS, Windows) the
@@ -57,17 +60,26 @@ def _reset_rss_peak() -> int | None:
 
 
 class PeakMemory:
-    """Context manager; `mb` holds the region's peak in MiB (None where unmeasurable)."""
+    """Context manager; `mb` holds the region's peak in MiB (None where unmeasurable).
 
-    def __init__(self, device: torch.device | str):
+    Args:
+        device: where the region's work runs.
+        own_bytes: CUDA only: the memory the region's model holds itself (weights, decoder), when
+            other models' tensors are on the device too; None counts everything allocated.
+    """
+
+    def __init__(self, device: torch.device | str, own_bytes: int | None = None):
         self.device = torch.device(device)
+        self.own_bytes = own_bytes
         self.mb: float | None = None
         self._base_kb: int | None = None
+        self._start_bytes = 0
 
     def __enter__(self) -> "PeakMemory":
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._start_bytes = torch.cuda.memory_allocated(self.device)
         else:
             self._base_kb = _reset_rss_peak()
         return self
@@ -77,6 +89,9 @@ class PeakMemory:
             return
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            peak = torch.cuda.max_memory_allocated(self.device)
+            if self.own_bytes is not None:
+                peak = self.own_bytes + peak - self._start_bytes
+            self.mb = peak / 2**20
         elif self._base_kb is not None:
             self.mb = max(_status_kb("VmHWM") - self._base_kb, 0) / 1024

@@ -1,27 +1,43 @@
-"""The table `nfebench bench` prints at the end, and BiFlow's measured speed-up.
+"""The tables `nfebench bench` prints at the end: timings, measured speed-ups, and floors.
 
-The speed-up is iTARFlow-B/2's time per image over BiFlow-B/2's at the same batch size,
-dtype and compile mode: once for the generator alone (decode=off) and once end to end
-(decode=on), next to the BiFlow paper's 224x and 42x.
+- `timing_table`: per point the median ms per image with its 95% interval, n, images/s,
+  memory, MFU (where the device's peak is known) and the fraction of the run's measured
+  matmul peak; a point whose interval missed its target says so beside its number, as
+  pyperf does: ``unstable: CV 41%, n 2``.
+- `speedup_table`: the ``speedup`` rows (each fast model over its teacher, timed in
+  alternating rounds, `harness.pairs`) with their intervals, next to the BiFlow paper's
+  224x and 42x for BiFlow-B/2 over iTARFlow-B/2.
+- `floors_table`: per model and batch size the two floors a time per image cannot go
+  below: compute (FLOPs per image over the measured matmul FLOP/s) and latency (sequential
+  steps x the shortest measured step, shared by the batch), and which one binds. A one-pass
+  model sits on its compute floor; an autoregressive teacher's thousands of dependent steps
+  put it on its latency floor, which falls as 1/batch, so the speed-up falls with the batch
+  towards the ratio of the two compute floors (`floors_caption` says it with the numbers).
 
 Example::
 
     from rich.console import Console
     Console().print(timing_table(result.rows))
     Console().print(speedup_table(result.rows))
+    Console().print(floors_table(result.rows, {m: model_info(m) for m in models}))
 """
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any, Iterable, Mapping
 
 from rich.table import Table
 
-from harness.results import CALIBRATION_MS, COMPILE_MS, IMAGES_PER_S, MFU, MS_PER_IMAGE, OK, PEAK_MEM_MB
+from harness.results import (CALIBRATION_MS, COMPILE_MS, FRAC_MATMUL_PEAK, IMAGES_PER_S, MFU, MS_PER_BATCH,
+                             MS_PER_IMAGE, OK, PEAK_MEM_MB, SPEEDUP)
+from harness.sampler import ModelInfo
+from harness.timing.peaks import flops_per_image
 
-FAST, SLOW = "biflow-b2", "itarflow-b2"
 # BiFlow paper speed table (arXiv 2512.10953; read only in secondary write-ups): on a TPU,
 # 0.29 ms vs 65 ms per image for the generators, +1.3 ms each for the SD-VAE decode.
+PAPER_PAIR = ("biflow-b2", "itarflow-b2")
 PAPER_SPEEDUP = {"off": 224.0, "on": 42.0}
 PAPER_SOURCE = "BiFlow paper (arXiv 2512.10953, secondary): TPU, 0.29 vs 65 ms/image, +1.3 ms decode"
 
@@ -36,7 +52,7 @@ def _points(rows: Iterable[Row]) -> dict[tuple, dict[str, Row]]:
     """(model, compiled, batch size, decode) -> metric -> row, in first-seen order."""
     points: dict[tuple, dict[str, Row]] = {}
     for r in rows:
-        if r.get("metric") == CALIBRATION_MS:
+        if r.get("metric") in (CALIBRATION_MS, SPEEDUP):
             continue
         points.setdefault(_key(r), {})[r["metric"]] = r
     return points
@@ -47,68 +63,196 @@ def _num(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
+def _has(row: Row | None, col: str) -> bool:
+    if row is None:
+        return False
+    v = row.get(col)
+    return v not in (None, "") and not (isinstance(v, float) and math.isnan(v))
+
+
 def _fmt(row: Row | None) -> str:
-    if row is None or row.get("value") in (None, ""):
+    return _num(float(row["value"])) if _has(row, "value") else "-"
+
+
+def _interval(row: Row, fmt=_num) -> str:
+    if not (_has(row, "ci_low") and _has(row, "ci_high")):
         return "-"
-    return _num(float(row["value"]))
+    return f"{fmt(float(row['ci_low']))}-{fmt(float(row['ci_high']))}"
+
+
+def _config(row: Row) -> dict:
+    c = row.get("config") or {}
+    if isinstance(c, str):
+        try:
+            c = json.loads(c)
+        except ValueError:
+            return {}
+    return c if isinstance(c, dict) else {}
+
+
+def _is_true(v: Any) -> bool:
+    return v is True or str(v) == "True"
+
+
+def warning(row: Row) -> str:
+    """pyperf's warning for a row whose interval missed its target: ``unstable: CV 41%, n 2``; "" when stable."""
+    if _is_true(row.get("stable")):
+        return ""
+    cv = _config(row).get("cv")
+    return "unstable: " + (f"CV {100 * cv:.0f}%, " if cv is not None else "") + f"n {row.get('n', '')}"
 
 
 def timing_table(rows: Iterable[Row], title: str = "nfebench bench") -> Table:
-    """One line per measured point: median ms per image, its MAD and the number of timed
-    calls, images/s, peak memory (MiB), MFU, and for JAX runs the compile time (s);
-    failed points show their status."""
+    """One line per measured point: median ms per image with its 95% interval and the number of
+    timed calls, images/s, peak memory (MiB), MFU, the fraction of the run's matmul peak, for
+    JAX runs the compile time (s), and the instability warning; failed points show their status."""
     rows = list(rows)
     points = _points(rows)
     compile_col = any(COMPILE_MS in m for m in points.values())
     table = Table(title=title)
-    for col in ("model", "comp", "bs", "decode", "ms/img", "±", "n", "img/s", "MiB", "MFU") + (
-            ("compile s",) if compile_col else ()):
-        table.add_column(col, justify="left" if col in ("model", "decode") else "right",
-                         no_wrap=col == "model")
+    cols = ("model", "comp", "bs", "decode", "ms/img", "95% CI", "n", "img/s", "MiB", "MFU", "of peak") + (
+        ("compile s",) if compile_col else ()) + ("",)
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("model", "decode", "") else "right", no_wrap=col == "model")
     for (model, compiled, bs, decode), m in points.items():
-        first = next(iter(m.values()))
+        failed = next((r for r in m.values() if r.get("status", OK) != OK), None)
         cells = [model, "yes" if compiled else "no", str(bs), decode]
-        if first.get("status", OK) != OK:
-            table.add_row(*cells, f"{first['status']}: {first.get('notes', '')}"[:40], *[""] * (5 + compile_col))
+        if failed is not None:  # (a JAX point may have its compile row before the failure)
+            table.add_row(*cells, f"{failed['status']}: {failed.get('notes', '')}"[:40], *[""] * (len(cols) - 5))
             continue
-        per_image, mfu = m[MS_PER_IMAGE], m.get(MFU)
-        spread = "-" if per_image.get("spread") in (None, "") else _num(float(per_image["spread"]))
-        table.add_row(*cells, _fmt(per_image), spread, str(per_image.get("n", "")),
+        per_image, mfu, frac = m[MS_PER_IMAGE], m.get(MFU), m.get(FRAC_MATMUL_PEAK)
+        table.add_row(*cells, _fmt(per_image), _interval(per_image), str(per_image.get("n", "")),
                       _fmt(m.get(IMAGES_PER_S)), _fmt(m.get(PEAK_MEM_MB)),
                       "-" if mfu is None else f"{100 * float(mfu['value']):.1f}%",
-                      *((_num(float(m[COMPILE_MS]["value"]) / 1e3) if COMPILE_MS in m else "-",) if compile_col else ()))
+                      "-" if frac is None else f"{100 * float(frac['value']):.0f}%",
+                      *((_num(float(m[COMPILE_MS]["value"]) / 1e3) if COMPILE_MS in m else "-",) if compile_col else ()),
+                      warning(per_image))
     calib = [r for r in rows if r.get("metric") == CALIBRATION_MS]
     if calib:
-        workload = (calib[0].get("config") or {}).get("workload", "")
-        table.caption = f"calibration ({workload}): {float(calib[0]['value']):.1f} ms"
+        table.caption = calibration_caption(calib)
     return table
 
 
-def speedups(rows: Iterable[Row], fast: str = FAST, slow: str = SLOW) -> list[dict[str, Any]]:
-    """Measured `slow`/`fast` time-per-image ratios, one per (compiled, batch size, decode)
-    where both models have an ok ms_per_image row."""
-    per_image = {_key(r): float(r["value"]) for r in rows
-                 if r.get("metric") == MS_PER_IMAGE and r.get("status", OK) == OK}
+def calibration_caption(calib: list[Row]) -> str:
+    """The calibration at the start (and end) of the run, the matmul peak, and what an unstable or
+    changing calibration means for the other figures."""
+    c = _config(calib[0])
+    times = ", ".join(f"{_config(r).get('when', 'once')} {float(r['value']):.1f} ms" for r in calib)
+    text = f"calibration ({c.get('workload', '')}): {times}"
+    if "peak_flop_per_s" in c:
+        text += f"; fastest call {c['peak_flop_per_s'] / 1e9:.0f} GFLOP/s (the run's matmul peak)"
+    unsure = warning(calib[0])
+    if unsure:
+        text += f"; {unsure}: the calibration ratio and every fraction of the peak are unsure"
+    if len(calib) > 1 and all(_has(r, "ci_low") for r in calib):
+        low = min(calib, key=lambda r: float(r["value"]))
+        high = max(calib, key=lambda r: float(r["value"]))
+        if float(high["ci_low"]) > float(low["ci_high"]):
+            text += "; the machine's speed changed during the run"
+    return text
+
+
+def speedup_rows(rows: Iterable[Row]) -> list[Row]:
+    """The run's ok ``speedup`` rows: per batch size first (by compile mode, decode, batch size), then best-throughput ones."""
+    found = [r for r in rows if r.get("metric") == SPEEDUP and r.get("status", OK) == OK]
+    return sorted(found, key=lambda r: (not _has(r, "batch_size"), bool(r.get("compiled")), r.get("decode") == "on",
+                                        str(r.get("model")), float(r["batch_size"]) if _has(r, "batch_size") else 0))
+
+
+def speedup_table(rows: Iterable[Row]) -> Table:
+    """Each fast model's measured speed-up over its teacher, with its 95% interval, next to the paper's."""
+    found = speedup_rows(rows)
+    caption = PAPER_SOURCE if found else ("not measured: needs a fast model and its teacher in --models "
+                                          "(harness.pairs), e.g. biflow-b2 with itarflow-b2")
+    compiled_col = any(r.get("compiled") for r in found)
+    table = Table(title="measured speed-ups: teacher ms/img over fast ms/img, timed in alternating rounds",
+                  caption=caption)
+    for col in ("fast", "teacher") + (("comp",) if compiled_col else ()) + (
+            "bs", "decode", "speed-up", "95% CI", "rounds", "paper", ""):
+        table.add_column(col, justify="left" if col in ("fast", "teacher", "decode", "") else "right",
+                         no_wrap=col != "")
+    for r in found:
+        c = _config(r)
+        bs = str(r["batch_size"]) if _has(r, "batch_size") else f"best {c.get('batch_size')}/{c.get('teacher_batch_size')}"
+        paper = PAPER_SPEEDUP.get(r.get("decode")) if (r.get("model"), c.get("teacher")) == PAPER_PAIR else None
+        table.add_row(str(r["model"]), str(c.get("teacher", "")),
+                      *(("yes" if r.get("compiled") else "no",) if compiled_col else ()), bs, str(r.get("decode")),
+                      f"{float(r['value']):.1f}x", _interval(r, lambda v: f"{v:.1f}"), str(r.get("n", "")),
+                      "-" if paper is None else f"{paper:.0f}x", warning(r))
+    return table
+
+
+def matmul_peak(rows: Iterable[Row]) -> float | None:
+    """The run's measured matmul FLOP/s in its dtype (from its frac_matmul_peak rows, else its calibration)."""
+    rows = list(rows)
+    for r in rows:
+        if r.get("metric") == FRAC_MATMUL_PEAK and "matmul_peak_flops" in _config(r):
+            return float(_config(r)["matmul_peak_flops"]) / float(_config(r).get("chips", 1))
+    for r in rows:
+        if r.get("metric") == CALIBRATION_MS and "peak_flop_per_s" in _config(r):
+            return float(_config(r)["peak_flop_per_s"])
+    return None
+
+
+def floors(rows: Iterable[Row], infos: Mapping[str, ModelInfo]) -> list[dict[str, Any]]:
+    """Per model and batch size (generator alone, decode off): measured ms per image and its two floors.
+
+    compute floor = FLOPs per image / the run's matmul FLOP/s; latency floor per image =
+    sequential steps x the shortest measured step (the model's least ms per batch over its
+    steps, over the batch sizes timed) / batch size. ``bound`` names the larger floor.
+    """
+    rows = list(rows)
+    peak = matmul_peak(rows)
+    per_batch = {(r["model"], bool(r.get("compiled")), int(r["batch_size"])): float(r["value"]) for r in rows
+                 if r.get("metric") == MS_PER_BATCH and r.get("decode") == "off" and r.get("status", OK) == OK
+                 and r.get("model") in infos and _has(r, "value")}
     out = []
-    for (model, compiled, bs, decode), fast_ms in per_image.items():
-        if model != fast or decode not in PAPER_SPEEDUP:
-            continue
-        slow_ms = per_image.get((slow, compiled, bs, decode))
-        if slow_ms is not None:
-            out.append(dict(compiled=compiled, batch_size=bs, decode=decode, fast_ms=fast_ms, slow_ms=slow_ms,
-                            speedup=slow_ms / fast_ms, paper=PAPER_SPEEDUP[decode]))
+    for (model, compiled, bs), ms in sorted(per_batch.items()):
+        info = infos[model]
+        step = min(v for (m, c, _), v in per_batch.items() if (m, c) == (model, compiled)) / info.sequential_steps
+        compute = None if peak is None else flops_per_image(info) / peak * 1e3
+        latency = info.sequential_steps * step / bs
+        bound = "latency" if compute is None or latency >= compute else "compute"
+        out.append(dict(model=model, compiled=compiled, batch_size=bs, ms_per_image=ms / bs, gflop=flops_per_image(info) / 1e9,
+                        steps=info.sequential_steps, step_ms=step, compute_ms=compute, latency_ms=latency, bound=bound))
     return out
 
 
-def speedup_table(rows: Iterable[Row], fast: str = FAST, slow: str = SLOW) -> Table:
-    """BiFlow-B/2's measured speed-up over iTARFlow-B/2 next to the paper's."""
-    found = speedups(rows, fast, slow)
-    caption = PAPER_SOURCE if found else f"not measured: needs {fast} and {slow} in --models"
-    table = Table(title=f"{fast} speed-up over {slow}", caption=caption)
-    for col in ("comp", "bs", "timed", f"{slow} ms/img", f"{fast} ms/img", "measured", "paper"):
-        table.add_column(col, justify="left" if col == "timed" else "right")
-    for s in sorted(found, key=lambda s: (s["compiled"], s["decode"] == "on", s["batch_size"])):
-        table.add_row("yes" if s["compiled"] else "no", str(s["batch_size"]),
-                      "generator" if s["decode"] == "off" else "+ decode",
-                      _num(s["slow_ms"]), _num(s["fast_ms"]), f"{s['speedup']:.1f}x", f"{s['paper']:.0f}x")
+def floors_table(rows: Iterable[Row], infos: Mapping[str, ModelInfo]) -> Table:
+    """`floors` as a table, with `floors_caption` under it."""
+    rows = list(rows)
+    found = floors(rows, infos)
+    table = Table(title="floors per image (generator alone): compute = FLOPs / matmul peak, "
+                        "latency = sequential steps x shortest step / batch", caption=floors_caption(rows, infos))
+    for col in ("model", "comp", "bs", "GFLOP/img", "steps", "step ms", "compute floor", "latency floor", "measured",
+                "bound by"):
+        table.add_column(col, justify="left" if col in ("model", "bound by") else "right")
+    for f in found:
+        table.add_row(f["model"], "yes" if f["compiled"] else "no", str(f["batch_size"]), _num(f["gflop"]),
+                      str(f["steps"]), _num(f["step_ms"]), "-" if f["compute_ms"] is None else _num(f["compute_ms"]),
+                      _num(f["latency_ms"]), _num(f["ms_per_image"]), f["bound"])
     return table
+
+
+def floors_caption(rows: Iterable[Row], infos: Mapping[str, ModelInfo]) -> str:
+    """Why each measured speed-up falls with the batch, in numbers: the teacher's latency floor is
+    shared by the batch, the compute floors are not, so the ratio tends to theirs."""
+    rows = list(rows)
+    peak = matmul_peak(rows)
+    if peak is None:
+        return "no matmul peak measured (--no-calibration): compute floors unknown"
+    lines = [f"matmul peak {peak / 1e9:.0f} GFLOP/s, measured by this run's calibration workload"]
+    for fast, teacher in sorted({(r["model"], _config(r).get("teacher")) for r in speedup_rows(rows)}):
+        if fast not in infos or teacher not in infos:
+            continue
+        f_info, t_info = infos[fast], infos[teacher]
+        t_floor = [f for f in floors(rows, infos) if f["model"] == teacher]
+        if not t_floor:
+            continue
+        step = t_floor[0]["step_ms"]
+        compute_ratio = flops_per_image(t_info) / flops_per_image(f_info)
+        lines.append(f"{fast} over {teacher}: {teacher}'s {t_info.sequential_steps} dependent steps x {_num(step)} ms "
+                     f"= {_num(t_info.sequential_steps * step / 1e3)} s per batch are shared by the batch, its compute "
+                     f"({_num(flops_per_image(t_info) / 1e9)} GFLOP/img) is not: where the latency floor binds, a larger "
+                     f"batch lowers the speed-up, which tends to the ratio of the compute floors, {compute_ratio:.1f}x")
+    return "\n".join(lines)

@@ -11,26 +11,44 @@ Parts of a point, and how their rows are told apart (the ``decode`` column):
   it. The decoder is the same network on the same latent shape for every SD-VAE model,
   and its compute does not depend on the latent values, so it is timed once per batch
   size (and compile mode) with the first latent model rather than once per model: on a
-  2-core CPU one batch of 4 takes about 30 s, and timing it again per model would repeat
-  the same measurement four times over.
+  2-core CPU one image takes about 3.6 s.
 
-Every point has `warmup` untimed calls, then up to `repeats` timed ones (fewer once they
-add up to `max_time` seconds). Noise and labels come from `harness.seeding` with the
-sweep's seed, made and moved to the device before the clock starts. A point that runs out
+``decode_batch_sizes`` limits the ``on`` and ``only`` points to some batch sizes (the
+``cpu`` preset decodes at batch 1 only: every decoded image costs seconds there).
+
+Timing (`harness.timing.adaptive`): every point has `warmup` untimed calls, then timed calls
+until the median's 95% interval has a half-width of at most ``ci_target`` x the median, or
+its calls add up to ``max_time`` seconds, or ``repeats`` calls; at least 5 unless one call
+exceeds ``max_time`` (the rows' notes say so). The two models of a pair (`harness.pairs`:
+each fast model and its teacher), when both are in ``models``, are built together and timed
+in alternating rounds at each batch size and part, so their ratio is measured as a ratio and
+their own rows come from the same calls. Noise and labels come from `harness.seeding` with
+the sweep's seed, made and moved to the device before the clock starts. A point that runs out
 of memory becomes one ``status=oom`` row and the sweep goes on; any other failure becomes
 one ``status=error`` row naming the exception (the command then exits 1). Rows are saved
 after each one through `RunFile`, so an interrupted sweep keeps every finished point.
 
-Each timed point gives the rows ms_per_batch, ms_per_image, images_per_s (value: median
-over the timed calls; spread: median absolute deviation, blank with one call; n: timed
-calls), peak_mem_mb, and mfu where the device's peak is known (`harness.timing.peaks`).
+Rows of a timed point: ms_per_batch, ms_per_image, images_per_s, each with ``value`` the
+median over the timed calls, ``ci_low``/``ci_high`` its 95% interval (empty under 5 calls),
+``spread`` the median absolute deviation, ``n`` the timed calls, ``stable`` whether the
+interval met ``ci_target``, ``notes`` why not, and in ``config`` the run parameters with
+``cv``, ``p50``, ``p90``, ``p99`` (in the row's unit) and ``stop`` (why timing stopped);
+then peak_mem_mb (over the warm-up calls, `harness.timing.adaptive`), mfu where the device's
+peak is known (`harness.timing.peaks`), and frac_matmul_peak, the fraction of the matmul
+FLOP/s this run measured on its own device.
+Per pair and batch size and part, a ``speedup`` row (model = the fast model,
+``config.teacher``): the teacher's median time over the fast model's, with a bootstrap
+interval over the paired rounds; and per part one at each model's best-throughput batch
+size (``batch_size`` empty, ``config.at = "best throughput"``), unpaired.
 Each run also times a fixed calibration workload (``model="calibration"``,
-``metric=calibration_ms``) so timings can be compared across machines as ratios to it.
+``metric=calibration_ms``) at its start and at its end (``config.when``), so timings can be
+compared across machines as ratios to it, and a machine whose speed changed during the run
+shows it; the start's fastest call's FLOP/s is the run's matmul peak.
 
 Example::
 
-    config = SweepConfig(models=("biflow-b2",), batch_sizes=(1, 4), decode="both")
-    result = run_sweep(config, "results/runs/demo.csv", "results/runs/demo.pyperf.json")
+    config = SweepConfig(models=("biflow-b2", "itarflow-b2"), batch_sizes=(1, 4), decode="both")
+    result = run_sweep(config, "results/local/demo.csv", "results/local/demo.pyperf.json")
 """
 
 from __future__ import annotations
@@ -49,13 +67,16 @@ import torch
 from adapters import get_spec, load_sampler, model_info
 from harness.devices import device_name, resolve_device
 from harness.errors import InputError
-from harness.results import (CALIBRATION_MS, ERROR, IMAGES_PER_S, IMAGES_PER_S_PER_CHIP, MFU, MS_PER_BATCH,
-                             MS_PER_IMAGE, OOM, PEAK_MEM_MB, RunFile, atomic_write)
+from harness.pairs import pairs_among
+from harness.results import (CALIBRATION_MS, ERROR, FRAC_MATMUL_PEAK, IMAGES_PER_S, IMAGES_PER_S_PER_CHIP, MFU,
+                             MS_PER_BATCH, MS_PER_IMAGE, OOM, PEAK_MEM_MB, SPEEDUP, RunFile, atomic_write)
 from harness.sampler import ModelInfo, Sampler, weights_with_decoder
 from harness.seeding import sample_labels, sample_noise
-from harness.timing.clocks import Clock, Timing, clock_for, measure, median_mad
+from harness.timing.adaptive import Budget, Series, time_rounds
+from harness.timing.clocks import Clock, Timing, clock_for, measure
 from harness.timing.memory import PeakMemory
 from harness.timing.peaks import flops_per_image, mfu, peak_flops
+from harness.timing.stats import DEFAULT_CI_TARGET, ratio_interval, summarise, warning_text
 
 B2_MODELS = ("biflow-b2", "itarflow-b2", "rf-b2", "meanflow-b2")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -64,6 +85,11 @@ COMPILE_CHOICES = ("none", "torch", "both")
 DECODER_ID = "sd-vae"  # `model` of the decoder-only rows
 CALIBRATION_ID = "calibration"
 GENERATOR, END_TO_END, DECODER = "off", "on", "only"  # a point's part, as its `decode` column
+BEST = "best throughput"  # `config.at` of the speed-up rows at each model's best batch size
+# The calibration workload is timed the same way in every run, whatever --repeats says, at the
+# start and again at the end of the sweep: a machine whose speed changed in between shows it.
+CALIBRATION_REPEATS, CALIBRATION_MAX_TIME = 20, 5.0
+START, END = "start", "end"  # `config.when` of the calibration rows
 
 
 @dataclass(frozen=True)
@@ -73,14 +99,21 @@ class SweepConfig:
     models: tuple[str, ...] = field(default=B2_MODELS, metadata={"help": "model ids"})
     batch_sizes: tuple[int, ...] = field(default=(1,), metadata={"help": "images per generate call"})
     decode: str = field(default="off", metadata={"help": "time with the SD-VAE decode: on, off or both"})
+    decode_batch_sizes: tuple[int, ...] | None = field(
+        default=None, metadata={"help": "batch sizes of the decode=on and decoder-alone points (all when not given)"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA if present), cpu or cuda"})
     dtype: str = field(default="float32", metadata={"help": "parameter and compute dtype"})
     compile: str = field(default="none",
                          metadata={"help": "torch.compile the generator and decoder: none, torch or both"})
     warmup: int = field(default=1, metadata={"help": "untimed calls before each point (compilation lands here)"})
-    repeats: int = field(default=5, metadata={"help": "most timed calls per point"})
+    repeats: int = field(default=20, metadata={"help": "most timed calls per point"})
     max_time: float | None = field(
-        default=None, metadata={"help": "stop a point's timed calls once they add up to this many seconds"})
+        default=10.0, metadata={"help": "seconds of timed calls a point may spend before it stops short of "
+                                        "--ci-target (a pair of models: twice that)"})
+    ci_target: float = field(
+        default=DEFAULT_CI_TARGET,
+        metadata={"help": "stop a point once its median's 95%% interval has a half-width of at most this fraction "
+                          "of the median; above it when the budget is spent, the point is marked unstable"})
     guidance: float | None = field(default=None, metadata={"help": "guidance scale; None: each model's default"})
     seed: int = field(default=0, metadata={"help": "seed of the noise and labels (harness.seeding)"})
     calibrate: bool = field(default=True, metadata={"help": "time the fixed calibration workload"})
@@ -90,21 +123,25 @@ class SweepConfig:
 
 # Named sweeps (tox -e bench / bench-gpu); explicit CLI options override their fields.
 PRESETS: dict[str, dict[str, Any]] = {
-    # About 5 minutes on 2 idle cores. The SD-VAE decode (4 s per image in float32) and
-    # iTARFlow-B/2 (about 10 s per image: 2040 single-token steps plus the denoising pass)
-    # dominate, so batch sizes stay at 1 and 2 and max_time cuts their points to a warm-up
-    # and one or two timed calls (n says how many).
-    "cpu": dict(models=B2_MODELS, batch_sizes=(1, 2), decode="both", device="cpu", dtype="float32",
-                compile="none", warmup=1, repeats=5, max_time=6.0),
+    # About 6 minutes on 2 quiet cores (estimated from the committed run of the same machine:
+    # iTARFlow-B/2 10-14 s per call at batch 1 and 4, BiFlow-B/2 0.33 s per image, the SD-VAE
+    # decode 3.6 s per image). Each point takes 1 warm-up and at least 5 timed calls, so the
+    # decode (the dearest part for every latent model) is timed at batch 1 only, and the
+    # BiFlow/iTARFlow pair, about 4 minutes of it, is the bulk. A further ~0.3 s-per-image
+    # model adds about 35 s (decode included), so three more stay within 10 minutes. The
+    # 15 s budget lets a pair's round (one call of each, up to 17.5 s with decode) be
+    # repeated 5 times even when the machine is up to 1.7x slower; beyond, the rows say so.
+    "cpu": dict(models=B2_MODELS, batch_sizes=(1, 4), decode="both", decode_batch_sizes=(1,), device="cpu",
+                dtype="float32", compile="none", warmup=1, repeats=20, max_time=15.0),
     # The CI regression gate (.ci/regress): generators only, batch 1, about a minute.
     "ci": dict(models=B2_MODELS, batch_sizes=(1,), decode="off", device="cpu", dtype="float32",
                compile="none", warmup=1, repeats=5, max_time=3.0),
     "gpu": dict(models=B2_MODELS, batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256), decode="both", device="cuda",
-                dtype="bfloat16", compile="both", warmup=3, repeats=20, max_time=10.0),
+                dtype="bfloat16", compile="both", warmup=3, repeats=50, max_time=10.0),
     # tox -e bench-tpu: the JAX ports on every local TPU chip, the batch split over them.
     "tpu": dict(backend="jax", models=("biflow-b2", "itarflow-b2", "itarflow-xl2", "rf-b2", "meanflow-b2"),
                 batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256), decode="both", device="tpu", dtype="bfloat16",
-                compile="none", warmup=2, repeats=20, max_time=10.0),
+                compile="none", warmup=2, repeats=50, max_time=10.0),
 }
 BACKENDS = ("torch", "jax")
 
@@ -124,6 +161,11 @@ def validate(config: SweepConfig) -> None:
     bad = [b for b in config.batch_sizes if not isinstance(b, int) or b <= 0]
     if bad:
         raise InputError(f"batch sizes must be positive integers, got {bad}")
+    if config.decode_batch_sizes is not None:
+        outside = [b for b in config.decode_batch_sizes if b not in config.batch_sizes]
+        if outside or not config.decode_batch_sizes:
+            raise InputError(f"--decode-batch-sizes must be some of --batch-sizes {config.batch_sizes}, got "
+                             f"{config.decode_batch_sizes}")
     for name, value, choices in (("decode", config.decode, DECODE_CHOICES), ("dtype", config.dtype, tuple(DTYPES)),
                                  ("compile", config.compile, COMPILE_CHOICES)):
         if value not in choices:
@@ -132,8 +174,11 @@ def validate(config: SweepConfig) -> None:
         raise InputError(f"need --warmup >= 0 and --repeats >= 1, got {config.warmup} and {config.repeats}")
     if config.compile != "none" and config.warmup < 1:
         raise InputError("--compile torch needs --warmup >= 1, so that compilation is not timed")
-    if config.max_time is not None and config.max_time <= 0:
-        raise InputError(f"--max-time must be positive, got {config.max_time}")
+    if config.max_time is not None and not config.max_time > 0:
+        raise InputError(f"--max-time must be a positive number of seconds, got {config.max_time}")
+    if not 0 < config.ci_target < 1:
+        raise InputError(f"--ci-target must lie strictly between 0 and 1 (a fraction of the median, e.g. 0.05), "
+                         f"got {config.ci_target}")
     if config.backend not in BACKENDS:
         raise InputError(f"unknown backend {config.backend!r}; choose one of {', '.join(BACKENDS)}")
     if config.backend == "jax":
@@ -166,25 +211,43 @@ class Point:
     part: str  # GENERATOR, END_TO_END or DECODER
 
 
+def groups(models: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """`models` in build groups: the models of each pair (`harness.pairs`) together (linked
+    pairs chain into one group), every other model alone; in the order of first appearance."""
+    group_of = {m: (m,) for m in models}
+    for fast, teacher in pairs_among(models):
+        merged = tuple(m for m in models if m in group_of[fast] + group_of[teacher])
+        for m in merged:
+            group_of[m] = merged
+    return list(dict.fromkeys(group_of[m] for m in models))
+
+
 def plan(config: SweepConfig, infos: dict[str, ModelInfo]) -> list[Point]:
-    """The sweep's points in run order: per compile mode, per model (built once), per batch
-    size: generator, end to end, then the decoder alone if no earlier model timed it."""
+    """The sweep's points in run order: per compile mode, per build group (`groups`), per batch
+    size: the group's generators, then end to end, then the decoder alone if no earlier model
+    timed it. Consecutive points of one group, batch size and part are timed together."""
     modes = {"none": (False,), "torch": (True,), "both": (False, True)}[config.compile]
     parts = {"off": (GENERATOR,), "on": (END_TO_END,), "both": (GENERATOR, END_TO_END)}[config.decode]
+    decoding_at = set(config.decode_batch_sizes or config.batch_sizes)
     points, decoder_done = [], set()
     for compiled in modes:
-        for m in config.models:
-            info = infos[m]
+        for group in groups(config.models):
             for bs in config.batch_sizes:
-                points += [Point(m, compiled, bs, p) for p in parts]
-                key = (compiled, bs, info.sample_shape, info.image_size)
-                if END_TO_END in parts and info.space == "latent" and key not in decoder_done:
-                    decoder_done.add(key)
-                    points.append(Point(m, compiled, bs, DECODER))
+                for part in parts:
+                    if part == END_TO_END and bs not in decoding_at:
+                        continue
+                    points += [Point(m, compiled, bs, part) for m in group]
+                for m in group:
+                    info = infos[m]
+                    key = (compiled, bs, info.sample_shape, info.image_size)
+                    if (END_TO_END in parts and bs in decoding_at and info.space == "latent"
+                            and key not in decoder_done):
+                        decoder_done.add(key)
+                        points.append(Point(m, compiled, bs, DECODER))
     return points
 
 
-def compile_sampler(sampler: Sampler, *, decoder: bool, backend: str = "inductor") -> str:
+def compile_sampler(sampler: Sampler, *, decoder: bool, backend: str) -> str:
     """torch.compile the sampler's network (and its SD-VAE decoder) in place; returns what
     was compiled, for the rows' config.
 
@@ -207,12 +270,15 @@ def compile_sampler(sampler: Sampler, *, decoder: bool, backend: str = "inductor
     return what
 
 
-def calibration_workload(device: torch.device) -> tuple[Callable[[], Any], str]:
-    """A fixed float32 matmul loop of a few hundred ms on its device type, and its description."""
+def calibration_workload(device: torch.device, dtype: torch.dtype = torch.float32
+                         ) -> tuple[Callable[[], Any], str, float]:
+    """A fixed matmul loop of a few hundred ms on its device type: the workload, its
+    description and its FLOPs (2 n^3 per matmul). float32 is the calibration; the run's own
+    dtype gives the matmul peak its rows are a fraction of."""
     n, reps = (512, 40) if device.type == "cpu" else (8192, 100)
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(device)
-    b = torch.randn(n, n, generator=g).to(device)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
 
     def work() -> torch.Tensor:
         c = a
@@ -220,7 +286,8 @@ def calibration_workload(device: torch.device) -> tuple[Callable[[], Any], str]:
             c = torch.mm(b, c) * (1.0 / n**0.5)  # rescaled so values stay finite
         return c
 
-    return work, f"float32 matmul {n}x{n} x{reps}"
+    name = str(dtype).removeprefix("torch.")
+    return work, f"{name} matmul {n}x{n} x{reps}", 2.0 * n**3 * reps
 
 
 @dataclass
@@ -230,9 +297,35 @@ class SweepResult:
     errors: list[str]
 
 
+@dataclass
+class Built:
+    """A model ready to time: its sampler, its decoder's weights (None when no decode is
+    timed) and what was compiled (for the rows' config)."""
+
+    sampler: Any
+    dec_weights: str | None
+    compiled_what: str | None
+    own_bytes: int | None = None  # CUDA: device memory its build allocated (weights, decoder)
+
+
+@dataclass
+class Prepared:
+    """One point ready to time: its workload and everything its rows need."""
+
+    point: Point
+    info: ModelInfo
+    fn: Callable[[], Any]
+    settings: dict[str, Any]
+    config: dict[str, Any]
+    flops_per_batch: float
+    chips: int = 1
+    peak_mb: float | None = None  # known before timing (JAX: XLA's memory analysis)
+
+
 class _Runner:
-    """Runs the planned points, one sampler at a time, saving rows as it goes (PyTorch;
-    `harness.timing.jax_runner` overrides the backend-specific steps for JAX)."""
+    """Runs the planned points, one build group at a time, saving rows as it goes (PyTorch;
+    `harness.timing.jax_runner` overrides the backend-specific steps for JAX: `_build`,
+    `_prepare`, `_matmul_peak`, `calibrate`, `_memory`, `_free`, `_is_oom`)."""
 
     backend = "torch"
 
@@ -250,9 +343,15 @@ class _Runner:
         self.device_name = device_name(self.device)
         tf32 = self.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
         self.peak = peak_flops(self.device_name, config.dtype, tf32=tf32)
+        self._init_common(progress)
+
+    def _init_common(self, progress: bool) -> None:
         self.benchmarks: list[pyperf.Benchmark] = []
         self.errors: list[str] = []
         self.progress = progress
+        self.matmul_peak: dict[str, Any] | None = None  # FLOP/s, dtype, workload, stable, note (_set_matmul_peak)
+        self.budget = Budget(repeats=self.config.repeats, max_time=self.config.max_time,
+                             ci_target=self.config.ci_target)
 
     # --- rows -------------------------------------------------------------------------
 
@@ -265,29 +364,63 @@ class _Runner:
         s.update(over)
         return s
 
-    def _timing_rows(self, settings: dict[str, Any], config: dict[str, Any], timing: Timing,
-                     peak_mb: float | None, flops_per_batch: float, chips: int = 1) -> None:
-        """The point's rows; `chips` > 1 when the batch was split over that many devices
-        (the MFU peak is then theirs together, and images/s per chip gets a row)."""
-        bs = settings["batch_size"]
-        per_call = {MS_PER_BATCH: [v * 1e3 for v in timing.values],
-                    MS_PER_IMAGE: [v * 1e3 / bs for v in timing.values],
-                    IMAGES_PER_S: [bs / v for v in timing.values]}
-        if self.backend == "jax":
-            per_call[IMAGES_PER_S_PER_CHIP] = [bs / v / chips for v in timing.values]
-            config = {**config, "chips": chips}
-        for metric, values in per_call.items():
-            med, mad = median_mad(values)
-            self.run.add(**settings, metric=metric, value=med, spread=mad if timing.n > 1 else None,
-                         n=timing.n, config=config)
-        if peak_mb is not None:
-            self.run.add(**settings, metric=PEAK_MEM_MB, value=peak_mb, n=timing.n, config=config)
-        if self.peak is not None and flops_per_batch > 0:
-            peak = self.peak * chips
-            self.run.add(**settings, metric=MFU, value=mfu(flops_per_batch, timing.median, peak), n=timing.n,
-                         config={**config, "flops_per_batch": flops_per_batch, "peak_flops": peak})
+    def _run_config(self) -> dict[str, Any]:
+        c = self.config
+        return {"warmup": c.warmup, "repeats": c.repeats, "max_time": c.max_time, "ci_target": c.ci_target}
 
-    def _pyperf(self, name: str, timing: Timing, metadata: dict[str, Any]) -> None:
+    def _stat_row(self, settings: dict[str, Any], metric: str, values: list[float], config: dict[str, Any],
+                  stable: bool, notes: str) -> None:
+        s = summarise(values)
+        self.run.add(**settings, metric=metric, value=s.median, spread=s.mad, n=s.n, ci_low=s.ci_low,
+                     ci_high=s.ci_high, stable=stable, notes=notes or None, config={**config, **s.percentiles()})
+
+    def _timing_rows(self, prep: Prepared, series: Series) -> None:
+        """The point's rows from its timed calls (seconds each)."""
+        bs, chips, seconds = prep.point.batch_size, prep.chips, series.values
+        stable = series.stable(self.config.ci_target)
+        config = {**prep.config, "stop": series.stop}
+        per_call = {MS_PER_BATCH: [v * 1e3 for v in seconds],
+                    MS_PER_IMAGE: [v * 1e3 / bs for v in seconds],
+                    IMAGES_PER_S: [bs / v for v in seconds]}
+        if self.backend == "jax":
+            per_call[IMAGES_PER_S_PER_CHIP] = [bs / v / chips for v in seconds]
+            config["chips"] = chips
+        for metric, values in per_call.items():
+            self._stat_row(prep.settings, metric, values, config, stable, series.note)
+        peak_mb = prep.peak_mb if prep.peak_mb is not None else series.peak_mb
+        if peak_mb is not None:
+            self.run.add(**prep.settings, metric=PEAK_MEM_MB, value=peak_mb, n=len(seconds), config=config)
+        if prep.flops_per_batch <= 0:
+            return
+        flops = {"flops_per_batch": prep.flops_per_batch}
+        if self.peak is not None:
+            peak = self.peak * chips
+            self._stat_row(prep.settings, MFU, [mfu(prep.flops_per_batch, v, peak) for v in seconds],
+                           {**config, **flops, "peak_flops": peak}, stable, series.note)
+        if self.matmul_peak is not None:
+            mp = self.matmul_peak
+            peak = mp["flops"] * chips
+            note = "; ".join(n for n in (series.note, mp["note"]) if n)
+            self._stat_row(prep.settings, FRAC_MATMUL_PEAK, [mfu(prep.flops_per_batch, v, peak) for v in seconds],
+                           {**config, **flops, "matmul_peak_flops": peak, "matmul_workload": mp["workload"]},
+                           stable and mp["stable"], note)
+
+    def _speedup_row(self, fast: Prepared, teacher: Prepared, fast_ms: list[float], teacher_ms: list[float], *,
+                     paired: bool, stop: str, note: str, **over: Any) -> None:
+        """A `speedup` row: the teacher's median ms per image over the fast model's, with its bootstrap interval."""
+        ratio, low, high = ratio_interval(teacher_ms, fast_ms, paired=paired)
+        hw = None if low is None else (high - low) / 2 / ratio
+        settings = {**fast.settings, **over}
+        config = {**self._run_config(), "teacher": teacher.point.model, "teacher_weights": teacher.settings["weights"],
+                  "pairing": "paired rounds" if paired else "unpaired", "stop": stop,
+                  "fast_ms_per_image": summarise(fast_ms).median, "teacher_ms_per_image": summarise(teacher_ms).median}
+        if not paired:
+            config.update(at=BEST, batch_size=fast.point.batch_size, teacher_batch_size=teacher.point.batch_size)
+        self.run.add(**settings, metric=SPEEDUP, value=ratio, n=min(len(fast_ms), len(teacher_ms)), ci_low=low,
+                     ci_high=high, stable=hw is not None and hw <= self.config.ci_target, notes=note or None,
+                     config=config)
+
+    def _pyperf(self, name: str, timing: Timing | Series, metadata: dict[str, Any]) -> None:
         meta = {"name": name, "unit": "second", "loops": 1,
                 "timer": self.timer_name,
                 "nfebench_run_id": self.run.provenance["run_id"], "git_sha": self.run.provenance["git_sha"]}
@@ -295,105 +428,207 @@ class _Runner:
         run = pyperf.Run(list(timing.values), warmups=[(1, w) for w in timing.warmups], metadata=meta)
         self.benchmarks.append(pyperf.Benchmark([run]))
 
-    # --- measuring --------------------------------------------------------------------
+    # --- backend steps (PyTorch) ------------------------------------------------------
 
-    def _measure(self, fn: Callable[[], Any]) -> tuple[Timing, float | None]:
-        """The point's timing, and its peak memory over the timed calls (not the warm-up)."""
+    def _memory(self, built: dict[str, Built]) -> Callable[[str], PeakMemory] | None:
+        """Peak memory regions per member; with other models built beside it (a pair), a CUDA
+        figure counts only the member's own tensors and what its call allocates."""
+        shared = len(built) > 1
+        return lambda member: PeakMemory(self.device, own_bytes=built[member].own_bytes if shared else None)
+
+    def _free(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _matmul_peak(self, calibration: Timing, description: str, flops: float) -> None:
+        """Set the run's matmul peak in its own dtype: the calibration's for float32, else the same
+        workload timed again in the run's dtype."""
+        if self.dtype != torch.float32:
+            work, description, flops = calibration_workload(self.device, self.dtype)
+            calibration = measure(work, self.clock, warmup=1, repeats=CALIBRATION_REPEATS,
+                                  max_time=CALIBRATION_MAX_TIME, ci_target=self.config.ci_target)
+        self._set_matmul_peak(calibration, description, flops)
+
+    def _set_matmul_peak(self, timing: Timing, description: str, flops: float) -> None:
+        """The peak is the fastest call's FLOP/s (a peak is what the machine reaches; other work on
+        a shared machine only slows calls down); a calibration that missed its interval target
+        leaves every fraction of it marked unstable."""
+        s = summarise(timing.values)
+        self.matmul_peak = {"flops": flops / min(timing.values), "dtype": self.config.dtype, "workload": description,
+                            "stable": s.stable(self.config.ci_target),
+                            "note": "" if s.stable(self.config.ci_target) else
+                            f"the matmul peak itself is unsure ({warning_text(s)} in its calibration)"}
+
+    def calibrate(self, when: str = START) -> None:
+        """Time the calibration workload (`when`: at the START or the END of the sweep); the
+        start's also sets the matmul peak the rows are a fraction of."""
+        work, description, flops = calibration_workload(self.device)
+        timing = measure(work, self.clock, warmup=1, repeats=CALIBRATION_REPEATS, max_time=CALIBRATION_MAX_TIME,
+                         ci_target=self.config.ci_target)
+        self._calibration_rows(timing, description, flops, compiled=False, when=when)
+        if when == START:
+            self._matmul_peak(timing, description, flops)
+
+    def _calibration_rows(self, timing: Timing, description: str, flops: float, *, compiled: bool, when: str) -> None:
+        s = summarise([v * 1e3 for v in timing.values])
+        config = {"workload": description, "flops": flops, "peak_flop_per_s": flops / min(timing.values),
+                  "threads": torch.get_num_threads(), "stop": timing.stop, "when": when, **s.percentiles()}
+        self.run.add(model=CALIBRATION_ID, backend=self.backend, device=self.platform, device_name=self.device_name,
+                     dtype="float32", compiled=compiled, seed=0, metric=CALIBRATION_MS, value=s.median, spread=s.mad,
+                     n=s.n, ci_low=s.ci_low, ci_high=s.ci_high, stable=s.stable(self.config.ci_target),
+                     notes=timing.note or None, config=config)
+        self._pyperf(f"{CALIBRATION_ID}/{when}", timing, {"workload": description})
+
+    def _build(self, model: str, compiled: bool, decoding: bool) -> Built:
+        cuda = self.device.type == "cuda"
+        before = torch.cuda.memory_allocated(self.device) if cuda else None
+        sampler = load_sampler(model, device=self.device, dtype=self.dtype)
+        dec_weights = getattr(sampler, "decoder_weights", None) if decoding else None  # builds the VAE now
         c = self.config
-        mem = PeakMemory(self.device)
-        timing = measure(fn, self.clock, warmup=c.warmup, repeats=c.repeats, max_time=c.max_time, timed_region=mem)
-        return timing, mem.mb
+        what = compile_sampler(sampler, decoder=decoding, backend=c.compile_backend) if compiled else None
+        own = torch.cuda.memory_allocated(self.device) - before if cuda else None
+        return Built(sampler, dec_weights, what, own)
 
-    def calibrate(self) -> None:
-        work, description = calibration_workload(self.device)
-        timing = measure(work, self.clock, warmup=1, repeats=5)
-        med, mad = median_mad([v * 1e3 for v in timing.values])
-        row = dict(model=CALIBRATION_ID, backend=self.backend, device=self.platform, device_name=self.device_name,
-                   dtype="float32", compiled=False, seed=0, metric=CALIBRATION_MS, value=med, spread=mad, n=timing.n,
-                   config={"workload": description, "threads": torch.get_num_threads()})
-        self.run.add(**row)
-        self._pyperf(CALIBRATION_ID, timing, {"workload": description})
+    def _point_config(self, point: Point, compiled_what: str | None) -> dict[str, Any]:
+        config = {**self._run_config(), "threads": torch.get_num_threads(), "timer": type(self.clock).__name__}
+        if point.part == DECODER:
+            config["decoder_of"] = point.model
+        if compiled_what:
+            config["compiled"] = compiled_what
+        return config
+
+    def _point_settings(self, built: Built, info: ModelInfo, point: Point, decoder_params: int | None
+                        ) -> dict[str, Any]:
+        if point.part == DECODER:
+            return self._settings(None, point, str(built.dec_weights), model=DECODER_ID, family=DECODER_ID,
+                                  params=decoder_params, nfe=1)
+        latent = info.space == "latent"
+        weights = weights_with_decoder(info.weights, built.dec_weights if point.part == END_TO_END and latent else None)
+        return self._settings(info, point, weights)
+
+    def _prepare(self, built: Built, info: ModelInfo, point: Point) -> Prepared:
+        c, bs, sampler = self.config, point.batch_size, built.sampler
+        settings = self._point_settings(built, info, point, getattr(getattr(sampler, "decoder", None), "params", None))
+        config = self._point_config(point, built.compiled_what)
+        noise = sample_noise(c.seed, range(bs), info.sample_shape).to(self.device, self.dtype)
+        labels = sample_labels(c.seed, range(bs), info.num_classes)
+        labels = None if labels is None else labels.to(self.device)
+        if point.part == GENERATOR:
+            fn = lambda: sampler.generate(noise, labels, guidance=c.guidance)  # noqa: E731
+        elif point.part == END_TO_END:
+            fn = lambda: sampler.decode(sampler.generate(noise, labels, guidance=c.guidance))  # noqa: E731
+        else:
+            latents = sampler.generate(noise, labels, guidance=c.guidance)
+            fn = lambda: sampler.decode(latents)  # noqa: E731
+        return Prepared(point, info, fn, settings, config, _flops(info, point))
+
+    @staticmethod
+    def _is_oom(exc: Exception) -> bool:
+        return isinstance(exc, torch.cuda.OutOfMemoryError)  # is torch.OutOfMemoryError: CUDA and CPU
+
+    # --- the driver -------------------------------------------------------------------
 
     def run_points(self, points: list[Point], infos: dict[str, ModelInfo]) -> None:
         from tqdm import tqdm
 
         bar = tqdm(total=len(points), unit="point", desc="nfebench bench", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True)
+        group_of = {m: g for g in groups(self.config.models) for m in g}
         try:
-            # consecutive points of one (model, compile mode) share one build
-            for (model, compiled), group in itertools.groupby(points, key=lambda p: (p.model, p.compiled)):
-                self._run_model(model, compiled, list(group), infos[model], bar)
+            # consecutive points of one (compile mode, build group) share one build of each model
+            for _, unit in itertools.groupby(points, key=lambda p: (p.compiled, group_of[p.model])):
+                self._run_group(list(unit), infos, bar)
         finally:
             bar.close()
 
-    def _run_model(self, model: str, compiled: bool, points: list[Point], info: ModelInfo, bar) -> None:
-        c = self.config
-        decoding = any(p.part != GENERATOR for p in points)
-        bar.set_postfix_str(f"building {model}")
+    def _run_group(self, points: list[Point], infos: dict[str, ModelInfo], bar) -> None:
+        compiled = points[0].compiled
+        models = list(dict.fromkeys(p.model for p in points))
+        built: dict[str, Built] = {}
+        for model in models:
+            bar.set_postfix_str(f"building {model}")
+            decoding = any(p.part != GENERATOR for p in points if p.model == model)
+            try:
+                built[model] = self._build(model, compiled, decoding)
+            except InputError:
+                raise
+            except Exception as exc:  # the model cannot be built: one row says why, its points are skipped
+                mine = [p for p in points if p.model == model]
+                self._failed(infos[model], Point(model, compiled, mine[0].batch_size, GENERATOR), exc)
+                bar.update(len(mine))
+            if model not in built:
+                self._free()  # after the except block, so the traceback's tensors are gone
+        done: dict[Point, tuple[Prepared, Series]] = {}
         try:
-            sampler = load_sampler(model, device=self.device, dtype=self.dtype)
-            dec_weights = getattr(sampler, "decoder_weights", None) if decoding else None  # builds the VAE now
-            what = compile_sampler(sampler, decoder=decoding, backend=c.compile_backend) if compiled else None
-        except InputError:
-            raise
-        except Exception as exc:  # the model cannot be built: one row says why, its points are skipped
-            self._failed(info, Point(model, compiled, points[0].batch_size, GENERATOR), exc)
-            bar.update(len(points))
-            _free(self.device)  # after the except block, so the traceback's tensors are gone
-            return
-        try:
-            for point in points:
-                bar.set_postfix_str(f"{model} bs={point.batch_size} decode={point.part}"
-                                    f"{' compiled' if compiled else ''}")
-                self._run_point(sampler, info, point, dec_weights, what)
-                bar.update(1)
+            for _, cell in itertools.groupby(points, key=lambda p: (p.batch_size, p.part)):
+                cell = [p for p in cell if p.model in built]
+                if cell:
+                    done.update(self._run_cell(cell, built, infos, bar))
+            self._best_throughput_rows(done)
         finally:
-            del sampler
-            _free(self.device)
+            built.clear()
+            done.clear()
+            self._free()
 
-    def _run_point(self, sampler: Sampler, info: ModelInfo, point: Point, dec_weights: str | None,
-                   compiled_what: str | None) -> None:
-        c, bs = self.config, point.batch_size
-        latent = info.space == "latent"
-        weights = weights_with_decoder(info.weights, dec_weights if point.part == END_TO_END and latent else None)
-        settings = self._settings(info, point, weights)
-        if point.part == DECODER:
-            vae = getattr(sampler, "decoder", None)
-            settings = self._settings(None, point, str(dec_weights), model=DECODER_ID, family=DECODER_ID,
-                                      params=getattr(vae, "params", None), nfe=1)
-        config = {"warmup": c.warmup, "repeats": c.repeats, "max_time": c.max_time,
-                  "threads": torch.get_num_threads(), "timer": type(self.clock).__name__}
-        if point.part == DECODER:
-            config["decoder_of"] = point.model
-        if compiled_what:
-            config["compiled"] = compiled_what
-        timing = None
-        try:
-            noise = sample_noise(c.seed, range(bs), info.sample_shape).to(self.device, self.dtype)
-            labels = sample_labels(c.seed, range(bs), info.num_classes)
-            labels = None if labels is None else labels.to(self.device)
-            if point.part == GENERATOR:
-                fn = lambda: sampler.generate(noise, labels, guidance=c.guidance)  # noqa: E731
-            elif point.part == END_TO_END:
-                fn = lambda: sampler.decode(sampler.generate(noise, labels, guidance=c.guidance))  # noqa: E731
+    def _run_cell(self, cell: list[Point], built: dict[str, Built], infos: dict[str, ModelInfo], bar
+                  ) -> dict[Point, tuple[Prepared, Series]]:
+        """Time the points of one batch size and part together (pairs in alternating rounds)."""
+        point0 = cell[0]
+        bar.set_postfix_str(f"{'+'.join(p.model for p in cell)} bs={point0.batch_size} decode={point0.part}"
+                            f"{' compiled' if point0.compiled else ''}")
+        prepared: dict[str, Prepared] = {}
+        for p in cell:
+            try:
+                prepared[p.model] = self._prepare(built[p.model], infos[p.model], p)
+            except InputError:
+                raise
+            except Exception as exc:  # e.g. out of memory making the decoder's latents
+                self._failed(infos[p.model], p, exc, settings=self._point_settings(
+                    built[p.model], infos[p.model], p, None), config=self._point_config(p, built[p.model].compiled_what))
+            if p.model not in prepared:
+                self._free()
+        pairs = [pr for pr in pairs_among(prepared) if point0.part != DECODER]
+        rounds = time_rounds({m: prep.fn for m, prep in prepared.items()}, self.clock, warmup=self.config.warmup,
+                             budget=self.budget, pairs=pairs,
+                             memory=self._memory({m: built[m] for m in prepared}))
+        out = {}
+        for m, prep in prepared.items():
+            series = rounds.members[m]
+            if series.error is not None:
+                self._failed(prep.info, prep.point, series.error, settings=prep.settings, config=prep.config)
             else:
-                latents = sampler.generate(noise, labels, guidance=c.guidance)
-                fn = lambda: sampler.decode(latents)  # noqa: E731
-            timing, peak_mb = self._measure(fn)
-        except InputError:
-            raise
-        except Exception as exc:
-            self._failed(info, point, exc, settings=settings, config=config)
-        if timing is None:
-            _free(self.device)  # outside the except block, so the traceback's tensors are gone
-            return
-        flops = bs * flops_per_image(info, generator=point.part != DECODER, decode=point.part != GENERATOR)
-        self._timing_rows(settings, config, timing, peak_mb, flops)
-        self._pyperf(_benchmark_name(settings), timing, settings)
+                self._timing_rows(prep, series)
+                self._pyperf(_benchmark_name(prep.settings), series, prep.settings)
+                out[prep.point] = (prep, series)
+        timed = {p.model for p in out}
+        for (fast, teacher), ps in rounds.pairs.items():
+            if fast in timed and teacher in timed:
+                bs = point0.batch_size
+                self._speedup_row(prepared[fast], prepared[teacher], [v * 1e3 / bs for v in ps.fast],
+                                  [v * 1e3 / bs for v in ps.teacher], paired=True, stop=ps.stop, note=ps.note)
+        bar.update(len(cell))
+        del rounds
+        self._free()
+        return out
 
-    @staticmethod
-    def _is_oom(exc: Exception) -> bool:
-        return isinstance(exc, torch.cuda.OutOfMemoryError)  # is torch.OutOfMemoryError: CUDA and CPU
+    def _best_throughput_rows(self, done: dict[Point, tuple[Prepared, Series]]) -> None:
+        """Per pair and part, the speed-up with each model at its own best-throughput batch size
+        (where either model was timed at more than one): unpaired, from the points' calls."""
+        models = {p.model for p in done}
+        for fast, teacher in pairs_among(models):
+            for part in (GENERATOR, END_TO_END):
+                mine = {m: {p.batch_size: v for p, v in done.items() if p.model == m and p.part == part}
+                        for m in (fast, teacher)}
+                if not (mine[fast] and mine[teacher]) or max(len(mine[fast]), len(mine[teacher])) < 2:
+                    continue
+                best = {m: min(points.values(), key=lambda pv: _median_per_image(*pv)) for m, points in mine.items()}
+                (f_prep, f_series), (t_prep, t_series) = best[fast], best[teacher]
+                f_ms = [v * 1e3 / f_prep.point.batch_size for v in f_series.values]
+                t_ms = [v * 1e3 / t_prep.point.batch_size for v in t_series.values]
+                note = (f"each model at its best-throughput batch size ({fast} b{f_prep.point.batch_size}, {teacher} "
+                        f"b{t_prep.point.batch_size}); unpaired bootstrap over the two points' calls")
+                self._speedup_row(f_prep, t_prep, f_ms, t_ms, paired=False, stop="", note=note, batch_size=None)
 
     def _failed(self, info: ModelInfo, point: Point, exc: Exception, *, settings: dict[str, Any] | None = None,
                 config: dict[str, Any] | None = None) -> None:
@@ -408,6 +643,15 @@ class _Runner:
         self.run.add(**settings, metric=MS_PER_BATCH, status=ERROR, notes=note, config=config)
 
 
+def _median_per_image(prep: Prepared, series: Series) -> float:
+    return summarise(series.values).median / prep.point.batch_size
+
+
+def _flops(info: ModelInfo, point: Point) -> float:
+    """FLOPs of one call of the point: the generator's, the decoder's, or both, times the batch."""
+    return point.batch_size * flops_per_image(info, generator=point.part != DECODER, decode=point.part != GENERATOR)
+
+
 def _benchmark_name(s: dict[str, Any]) -> str:
     """pyperf benchmark name: the settings that tell points apart within a run, and match the
     same point across runs (so `python -m pyperf compare_to old.json new.json` pairs them)."""
@@ -418,12 +662,6 @@ def _benchmark_name(s: dict[str, Any]) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def run_sweep(config: SweepConfig, out: str | Path, pyperf_json: str | Path | None = None, *,
@@ -445,7 +683,7 @@ def run_sweep(config: SweepConfig, out: str | Path, pyperf_json: str | Path | No
     Example::
 
         >>> cfg = with_preset("cpu", models=("rf-b2",), batch_sizes=(1,), decode="off")
-        >>> res = run_sweep(cfg, "results/runs/rf.csv", "results/runs/rf.pyperf.json")
+        >>> res = run_sweep(cfg, "results/local/rf.csv", "results/local/rf.pyperf.json")
         >>> {r["metric"] for r in res.rows} >= {"ms_per_image", "images_per_s"}
         True
     """
@@ -455,9 +693,13 @@ def run_sweep(config: SweepConfig, out: str | Path, pyperf_json: str | Path | No
         raise InputError(f"the run file must be a .csv file, got {out}")
     if out.exists():
         raise InputError(f"run file {out} already exists; choose a new --out path (runs are never overwritten)")
-    run = RunFile(out, provenance)
+    for path, option in ((out, "--out"), (pyperf_json, "--pyperf-json")):
+        if path is not None and not Path(path).parent.is_dir():
+            raise InputError(f"{option} {path}: the folder {Path(path).parent} does not exist; create it or choose "
+                             "another path")
     if pyperf_json is not None and Path(pyperf_json).exists():
         raise InputError(f"pyperf file {pyperf_json} already exists; choose a new --pyperf-json path")
+    run = RunFile(out, provenance)
     if config.backend == "jax":
         from harness.timing.jax_runner import JaxRunner as runner_class
     else:
@@ -467,8 +709,10 @@ def run_sweep(config: SweepConfig, out: str | Path, pyperf_json: str | Path | No
     points = plan(config, infos)
     try:
         if config.calibrate:
-            runner.calibrate()
+            runner.calibrate(START)
         runner.run_points(points, infos)
+        if config.calibrate:
+            runner.calibrate(END)
     finally:
         suite = pyperf.BenchmarkSuite(runner.benchmarks) if runner.benchmarks else None
         if suite is not None and pyperf_json is not None:

@@ -33,8 +33,9 @@ def published_rows():
     ]
 
 
-def bench_run(run_id, created, biflow_ms=40.0, weights="random-init"):
-    """A measured timing run of biflow-b2, its teacher and meanflow-b2 at batch sizes 1 and 4."""
+def bench_run(run_id, created, biflow_ms=40.0, weights="random-init", spread=0.1):
+    """A measured timing run (schema 1: a spread, no interval) of biflow-b2, its teacher and
+    meanflow-b2 at batch sizes 1 and 4."""
     rows = [{**MEASURED, "run_id": run_id, "created": created, "model": "calibration", "metric": "calibration_ms",
              "value": 100.0}]
     for model, family, nfe, ms in (("biflow-b2", "biflow", 1, biflow_ms), ("itarflow-b2", "tarflow", 2, 4000.0),
@@ -43,7 +44,7 @@ def bench_run(run_id, created, biflow_ms=40.0, weights="random-init"):
             for decode, extra in (("off", 0.0), ("on", 500.0)):
                 rows.append({**MEASURED, "run_id": run_id, "created": created, "model": model, "family": family,
                              "params": 1000, "nfe": nfe, "batch_size": bs, "decode": decode, "weights": weights,
-                             "metric": MS_PER_IMAGE, "value": (ms + extra) / bs, "spread": 0.1})
+                             "metric": MS_PER_IMAGE, "value": (ms + extra) / bs, "spread": spread})
     rows.append({**MEASURED, "run_id": run_id, "created": created, "model": "meanflow-b2", "nfe": 1,
                  "batch_size": 8, "decode": "off", "metric": MS_PER_IMAGE, "status": "oom", "weights": weights})
     # bench times the SD-VAE decoder alone as model "sd-vae", decode "only": not a generator row.
@@ -76,8 +77,9 @@ def write_csv(path, rows, extra_columns=()):
 def inputs(tmp_path):
     published = write_csv(tmp_path / "published.csv", published_rows(), ("evidence",))
     runs = tmp_path / "runs"
+    # the older run was measured on a quiet machine, the newer one on a noisy one
     write_csv(runs / "bench-old.csv", bench_run("old", "2026-11-24T10:00:00+00:00", biflow_ms=80.0))
-    write_csv(runs / "bench-new.csv", bench_run("new", "2026-11-25T10:00:00+00:00"))
+    write_csv(runs / "bench-new.csv", bench_run("new", "2026-11-25T10:00:00+00:00", spread=10.0))
     write_csv(runs / "eval" / "random.csv", eval_run("rnd", 0.5, "random-init+vae:sha256:ab"))
     write_csv(runs / "eval" / "trained.csv", eval_run("trained", 6.5, "sha256:cd+vae:sha256:ab"))
     write_csv(runs / "eval" / "small.csv", eval_run("small", 9.0, "sha256:cd+vae:sha256:ab", n=100,
@@ -110,13 +112,14 @@ def test_random_weight_rows_never_enter_quality_ranks(inputs, tmp_path):
     assert [r["fid_rank"] for r in rows] == ["1", "2", "3", "3", "4"] + [""] * 4  # by rank, unranked last
 
 
-def test_latest_run_wins_and_teacher_speedup(inputs, tmp_path):
+def test_the_narrowest_interval_wins_not_the_latest_run_and_teacher_speedup(inputs, tmp_path):
     published, runs = inputs
     rows = board_rows(leaderboard.write_leaderboard(published, runs, tmp_path, plot=False)["csv"])
     bi = {(r["source"], r["batch_size"]): r for r in rows if r["model"] == "biflow-b2"}
-    assert bi[("measured", "1")]["ms_per_image"] == "40.000"  # the 2026-11-25 run, not the older 80 ms one
-    assert (bi[("measured", "1")]["teacher"], bi[("measured", "1")]["speedup"]) == ("itarflow-b2", "100.0")
-    assert bi[("measured", "1")]["speedup_decode"] == f"{4500 / 540:.1f}"
+    assert bi[("measured", "1")]["ms_per_image"] == "80.000"  # the quiet 2026-11-24 run, not the newer noisy one
+    assert (bi[("measured", "1")]["teacher"], bi[("measured", "1")]["speedup"]) == ("itarflow-b2", "50.0")
+    assert bi[("measured", "1")]["speedup_decode"] == f"{4500 / 580:.1f}"
+    assert bi[("measured", "1")]["speedup_ci_low"] == ""  # schema-1 runs have no measured ratio, so no interval
     # Paper rows: the speed-ups the BiFlow paper prints (224x generator only, 42x with decode).
     paper = bi[("paper", "")]
     assert (paper["device"], paper["speedup"], paper["speedup_decode"]) == ("tpu", "224.1", "41.7")
@@ -165,7 +168,7 @@ def test_pareto_points_and_plot(inputs, tmp_path):
     assert set(points) == {("biflow-b2", "paper"), ("itarflow-b2", "paper"), ("meanflow-b2", "measured"),
                            ("biflow-b2", "measured-time"), ("itarflow-b2", "measured-time")}
     assert points[("biflow-b2", "measured-time")]["fid"] == 2.39  # random-init timing, the paper's FID
-    assert points[("biflow-b2", "measured-time")]["ms"] == 10.0  # fastest batch size (4)
+    assert points[("biflow-b2", "measured-time")]["ms"] == 20.0  # fastest batch size (4) of the chosen run: 80 / 4
     # The paper prints no NFE for the autoregressive teacher: its FID pairs with the measured nfe=2 row.
     assert points[("itarflow-b2", "measured-time")]["fid"] == 6.83
     assert points[("meanflow-b2", "measured")]["fid"] == 6.5
@@ -332,3 +335,93 @@ def test_readme_mini_table_quotes_the_committed_leaderboard():
         assert (precision, recall) == (float(r["precision"]), float(r["recall"])), model
         for said, key in ((ms1, "ms_per_image"), (ms64, "ms_per_image_batched")):
             assert float(said) == pytest.approx(float(r[key]), rel=0.01), (model, key)
+
+
+def timing_row(run_id, created, value, ci=None, n=5, model="biflow-b2", bs=1, decode="off", metric=MS_PER_IMAGE,
+               **extra):
+    low, high = ci if ci else ("", "")
+    return {**MEASURED, "schema_version": 2, "run_id": run_id, "created": created, "model": model, "family": "biflow",
+            "nfe": 1, "batch_size": bs, "decode": decode, "weights": "random-init", "metric": metric, "value": value,
+            "ci_low": low, "ci_high": high, "n": n, **extra}
+
+
+def chosen_ms(tmp_path, runs):
+    published = write_csv(tmp_path / "published.csv", published_rows(), ("evidence",))
+    for i, rows in enumerate(runs):
+        write_csv(tmp_path / "runs" / f"run{i}.csv", rows)
+    rows = board_rows(leaderboard.write_leaderboard(published, tmp_path / "runs", tmp_path / "out", plot=False)["csv"])
+    return next(r for r in rows if r["model"] == "biflow-b2" and r["source"] == "measured")
+
+
+def test_choice_rule_interval_then_samples_then_run_id_never_the_date(tmp_path):
+    late, early = "2026-12-01T00:00:00+00:00", "2026-01-01T00:00:00+00:00"
+    # narrowest relative interval wins, though it is the older file
+    assert chosen_ms(tmp_path / "a", [[timing_row("r2", late, 3705.0, (2200.0, 5200.0))],
+                                      [timing_row("r1", early, 329.0, (326.0, 333.0))]])["ms_per_image"] == "329.000"
+    # a schema-1 row's spread stands in for its interval: the quiet committed run beats a noisy new one
+    old = {**timing_row("r0", early, 328.6, n=5), "schema_version": 1, "spread": 1.9}
+    assert chosen_ms(tmp_path / "b", [[old], [timing_row("r9", late, 3705.0, (2200.0, 5200.0))]])[
+        "ms_per_image"] == "328.600"
+    # ... and a row with neither (one call) loses to any row with an interval
+    single = {**timing_row("r0", late, 300.0, n=1), "schema_version": 1}
+    assert chosen_ms(tmp_path / "c", [[single], [timing_row("r1", early, 400.0, (300.0, 500.0))]])[
+        "ms_per_image"] == "400.000"
+    # equal relative widths: the most samples, then the greater run id (whatever `created` says)
+    same = (99.0, 101.0)
+    assert chosen_ms(tmp_path / "d", [[timing_row("r1", late, 100.0, same, n=5)],
+                                      [timing_row("r2", early, 100.0, same, n=9)]])["citation"] == "run r2"
+    assert chosen_ms(tmp_path / "e", [[timing_row("r3", early, 100.0, same)],
+                                      [timing_row("r2", late, 100.0, same)]])["citation"] == "run r3"
+
+
+def test_measured_speedup_rows_give_the_speedup_and_its_interval(tmp_path):
+    created = "2026-11-25T10:00:00+00:00"
+    rows = [timing_row("s", created, 330.0, (325.0, 336.0)), timing_row("s", created, 3900.0, (3850.0, 3960.0),
+                                                                        decode="on"),
+            {**timing_row("s", created, 9900.0, (9800.0, 10100.0), model="itarflow-b2"), "family": "tarflow", "nfe": 2},
+            timing_row("s", created, 30.1, (29.2, 31.0), metric="speedup", config={"teacher": "itarflow-b2"}),
+            timing_row("s", created, 3.44, (3.38, 3.50), decode="on", metric="speedup",
+                       config={"teacher": "itarflow-b2"}),
+            # the best-throughput row has no batch size: no setting of the table
+            timing_row("s", created, 99.0, (98.0, 100.0), bs="", metric="speedup",
+                       config={"teacher": "itarflow-b2", "at": "best throughput"})]
+    r = chosen_ms(tmp_path, [rows])
+    assert (r["teacher"], r["speedup"], r["speedup_ci_low"], r["speedup_ci_high"]) == ("itarflow-b2", "30.1", "29.2",
+                                                                                      "31.0")
+    assert (r["speedup_decode"], r["speedup_decode_ci_low"], r["speedup_decode_ci_high"]) == ("3.4", "3.4", "3.5")
+    # the measured ratio, not 9900 / 330 = 30.0 recomputed from the chosen times
+    assert r["speedup"] != f"{9900 / 330:.1f}"
+
+
+def local_bench(folder, created="2026-11-26T10:00:00+00:00"):
+    write_csv(folder / "bench-cpu-torch-cpu-mine.csv",
+              [timing_row("mine", created, 50.0, (49.0, 51.0), model="meanflow-b2", bs=2)])
+
+
+def test_local_runs_enter_only_when_asked_and_never_over_the_committed_tables(inputs, tmp_path, monkeypatch):
+    published, runs = inputs
+    local = tmp_path / "local"
+    local_bench(local)
+    committed = leaderboard.write_leaderboard(published, runs, tmp_path / "results", plot=False)
+    assert "run mine" not in committed["csv"].read_text()  # a local run never enters by itself
+    mine = leaderboard.write_leaderboard(published, runs, local, plot=False, local=local)
+    text = mine["csv"].read_text()
+    assert "run mine" in text and mine["csv"].parent == local
+    assert text.count("\n") == committed["csv"].read_text().count("\n") + 1  # one more setting: meanflow-b2 at b2
+    with pytest.raises(InputError, match="never over the committed tables"):
+        leaderboard.write_leaderboard(published, runs, runs.parent, plot=False, local=local)
+
+
+def test_cli_include_local_writes_to_the_local_folder(inputs, tmp_path, monkeypatch, capsys):
+    published, runs = inputs
+    monkeypatch.chdir(tmp_path)  # the default folders are relative: results/local here
+    local = tmp_path / "results" / "local"
+    local_bench(local)
+    args = ["leaderboard", "--published", str(published), "--runs", str(runs), "--no-plot"]
+    assert main(args + ["--include-local"]) == 0
+    assert sorted(p.name for p in local.iterdir()) == ["bench-cpu-torch-cpu-mine.csv", "leaderboard.csv",
+                                                        "leaderboard.md"]
+    assert "run mine" in (local / "leaderboard.csv").read_text()
+    assert main(args + ["--include-local", "--out", "results"]) == 2
+    assert "never over the committed tables" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "leaderboard.csv").exists()

@@ -6,7 +6,7 @@ from harness import regress
 from harness.cli import main
 from harness.errors import InputError
 from harness.results import (CALIBRATION_MS, FID, IMAGES_PER_S, IS, MS_PER_BATCH, MS_PER_IMAGE, OOM, PEAK_MEM_MB,
-                             atomic_write, rows_to_csv)
+                             SPEEDUP, atomic_write, rows_to_csv)
 
 PROVENANCE = {"schema_version": 1, "run_id": "r1", "created": "2026-11-25T12:00:00+00:00", "git_sha": "abc",
               "nfebench_version": "0.1.0", "versions": "torch=2"}
@@ -211,3 +211,86 @@ def test_small_absolute_memory_growth_is_noise(tmp_path):
              for r in bench_rows()]
     report = regress.compare_files(write(tmp_path / "b.csv", small), write(tmp_path / "g.csv", grown))
     assert {c.verdict for c in report.regressions} == {regress.MORE_MEMORY}
+
+
+# --- schema 2: rows with 95% intervals --------------------------------------------------------
+
+PROVENANCE_2 = {**PROVENANCE, "schema_version": 2}
+
+
+def interval_rows(slow=1.0, model_slow=None, rel_half=0.02, speedup=30.0):
+    """A bench run of schema 2: every timing with its 95% interval (+-rel_half), no spread, the
+    calibration too, and a speed-up row of biflow-b2 over its teacher (not calibration-scaled)."""
+    rows = []
+    for r in bench_rows(slow=slow, model_slow=model_slow):
+        r = {**r, "spread": ""}
+        if r["metric"] != PEAK_MEM_MB:
+            r.update(ci_low=r["value"] * (1 - rel_half), ci_high=r["value"] * (1 + rel_half), stable=True)
+        rows.append(r)
+    rows.append({**MACHINE, "model": "biflow-b2", "nfe": 1, "batch_size": 1, "decode": "off", "n": 5,
+                 "metric": SPEEDUP, "value": speedup, "ci_low": speedup * 0.97, "ci_high": speedup * 1.03,
+                 "config": {"teacher": "itarflow-b2", "repeats": 20}})
+    return rows
+
+
+def test_intervals_same_run_is_clean(tmp_path):
+    path = write(tmp_path / "a.csv", interval_rows(), PROVENANCE_2)
+    report = regress.compare_files(path, path)
+    assert report.regressions == [] and not any("schema 1" in n for n in report.notes)
+    assert {c.metric for c in report.changes} >= {SPEEDUP}
+
+
+def test_intervals_two_times_slower_is_flagged(tmp_path):
+    base = write(tmp_path / "b.csv", interval_rows(), PROVENANCE_2)
+    cur = write(tmp_path / "c.csv", interval_rows(model_slow={"biflow-b2": 2.0}, speedup=15.0), PROVENANCE_2)
+    flagged = {(c.setting["model"], c.metric) for c in regress.compare_files(base, cur).regressions}
+    assert flagged == {("biflow-b2", MS_PER_IMAGE), ("biflow-b2", MS_PER_BATCH), ("biflow-b2", IMAGES_PER_S),
+                       ("biflow-b2", SPEEDUP)}
+
+
+def test_intervals_uniformly_30_percent_slower_machine_is_clean(tmp_path):
+    base = write(tmp_path / "b.csv", interval_rows(), PROVENANCE_2)
+    cur = write(tmp_path / "c.csv", interval_rows(slow=1.3), PROVENANCE_2)  # calibration 30% slower as well
+    report = regress.compare_files(base, cur)
+    assert report.calibration_ratio == pytest.approx(1.3) and report.regressions == []
+    # the speed-up is a ratio of two timings of one machine: not scaled, and unchanged
+    sp = next(c for c in report.changes if c.metric == SPEEDUP)
+    assert sp.adjusted == sp.current == sp.baseline and sp.verdict == regress.SAME
+
+
+def test_overlapping_intervals_are_noise_not_a_slowdown(tmp_path):
+    """+15% on a run whose intervals are +-20% wide: beyond the 10% tolerance, yet within the noise."""
+    base = write(tmp_path / "b.csv", interval_rows(rel_half=0.2), PROVENANCE_2)
+    cur = write(tmp_path / "c.csv", interval_rows(model_slow={"rf-b2": 1.15}, rel_half=0.2), PROVENANCE_2)
+    assert regress.compare_files(base, cur).regressions == []
+    tight = write(tmp_path / "t.csv", interval_rows(rel_half=0.01), PROVENANCE_2)
+    tight_cur = write(tmp_path / "tc.csv", interval_rows(model_slow={"rf-b2": 1.15}, rel_half=0.01), PROVENANCE_2)
+    assert {c.setting["model"] for c in regress.compare_files(tight, tight_cur).regressions} == {"rf-b2"}
+
+
+def test_a_schema_1_baseline_still_compares_through_its_spread(tmp_path, capsys):
+    base = write(tmp_path / "b.csv", bench_rows())  # schema 1: spreads, no intervals
+    clean = write(tmp_path / "c.csv", interval_rows(slow=1.3), PROVENANCE_2)
+    report = regress.compare_files(base, clean)
+    assert report.regressions == []
+    assert any("baseline run have no 95% interval (schema 1)" in n and "2 x spread" in n for n in report.notes)
+    slow = write(tmp_path / "s.csv", interval_rows(model_slow={"biflow-b2": 2.0}), PROVENANCE_2)
+    assert {c.setting["model"] for c in regress.compare_files(base, slow).regressions} == {"biflow-b2"}
+    assert run_cli("--baseline", base, "--current", slow) == 1
+    assert "schema 1" in capsys.readouterr().out
+
+
+def test_a_calibration_slowed_by_a_burst_of_other_work_does_not_hide_a_slowdown(tmp_path):
+    """The current run's calibration at its start ran 20x slow (another job's burst), the one at its
+    end at the machine's speed: the faster counts, the report says the machine changed, and a 2x
+    slowdown is still flagged rather than passed off as 10x faster."""
+    base = write(tmp_path / "b.csv", interval_rows(), PROVENANCE_2)
+    rows = interval_rows(model_slow={"biflow-b2": 2.0}, speedup=15.0)
+    calibration = next(r for r in rows if r["metric"] == CALIBRATION_MS)
+    burst = {**calibration, "value": 20 * calibration["value"], "ci_low": 12 * calibration["value"],
+             "ci_high": 30 * calibration["value"]}
+    cur = write(tmp_path / "c.csv", [burst] + rows, PROVENANCE_2)
+    report = regress.compare_files(base, cur)
+    assert report.calibration_ratio == pytest.approx(1.0)
+    assert any("the machine's speed changed during the run" in n for n in report.notes)
+    assert {c.setting["model"] for c in report.regressions} == {"biflow-b2"}

@@ -74,3 +74,27 @@ def test_append_refuses_a_file_that_is_not_a_run(tmp_path):
     with pytest.raises(InputError, match="lacks the result columns"):
         RunFile(path, append=True)
     assert path.read_text() == "a,b\n1,2\n"
+
+
+def test_schema_1_files_read_with_the_new_columns_empty():
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[2] / "results" / "runs" / "bench-cpu-cpu-20261125T183608Z-03ed17.csv"
+    df = read_run(committed)
+    assert set(COLUMNS) <= set(df.columns)
+    assert set(df.schema_version) == {1}
+    assert df.ci_low.isna().all() and df.ci_high.isna().all() and set(df.stable) == {""}
+
+
+def test_intervals_and_stability_round_trip(tmp_path):
+    from harness.results import SCHEMA_VERSION, SPEEDUP
+
+    path = tmp_path / "r.csv"
+    run = RunFile(path)
+    run.add(model="biflow-b2", metric=SPEEDUP, value=30.1, ci_low=29.2, ci_high=31.0, stable=True, n=5,
+            config={"teacher": "itarflow-b2"})
+    run.add(model="biflow-b2", metric=MS_PER_IMAGE, value=330.0, n=1, stable=False, notes="one call")
+    df = read_run(path)
+    assert set(df.schema_version) == {SCHEMA_VERSION} and SCHEMA_VERSION == 2
+    assert df.ci_low.tolist()[0] == 29.2 and df.ci_high.tolist()[0] == 31.0 and df.ci_low.isna().tolist()[1]
+    assert [str(v) for v in df.stable] == ["True", "False"]

@@ -3,10 +3,13 @@
 `FakeSampler` is a plain object meeting the `Sampler` protocol (not a TorchSampler), so
 the sweep is tested against the contract alone. Its "decoder" is a cheap upsampling that
 stands in for the SD-VAE; ids ``fake-*`` are registered for one test and removed after.
+With the `fake_clock` fixture the sweep's clock is a fake one that only the fake models
+move (``FakeConfig.ms_per_image``, ``decode_ms_per_image``, ``noise``), so timings are known.
 """
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,6 +26,22 @@ class FakeConfig:
     fail_from: int | None = None  # ... raise RuntimeError
     interrupt_from: int | None = None  # ... raise KeyboardInterrupt (Ctrl-C)
     build_oom: bool = False  # building the model runs out of memory
+    ms_per_image: float = 0.0  # what one generated image costs on the fake clock
+    decode_ms_per_image: float = 0.0  # ... one decoded image
+    noise: float = 0.0  # each call's cost times lognormal(0, noise), from a fixed seed per model
+
+
+class FakeClock:
+    """Seconds that move only when a fake model works."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+CLOCK = FakeClock()
 
 
 class FakeSampler:
@@ -35,6 +54,11 @@ class FakeSampler:
                               num_classes=10, gflops=2 * 16 * 64 / 1e9, weights=RANDOM_INIT)
         self.decoder_weights = "fake-vae" if config.space == "latent" else None
         self.calls = 0
+        self._noise = np.random.default_rng(sum(map(ord, name)))
+
+    def _work(self, ms: float) -> None:
+        factor = self._noise.lognormal(0, self.config.noise) if self.config.noise else 1.0
+        CLOCK.now += ms * factor / 1e3
 
     def generate(self, noise, labels, *, guidance=None):
         check_generate_inputs(self.info, noise, labels)
@@ -46,10 +70,12 @@ class FakeSampler:
         if c.interrupt_from is not None and n >= c.interrupt_from:
             raise KeyboardInterrupt
         self.calls += 1
+        self._work(c.ms_per_image * n)
         with torch.no_grad():
             return self.net(noise)  # (N, 4, 8, 8)
 
     def decode(self, x):
+        self._work(self.config.decode_ms_per_image * x.shape[0])
         if self.info.space == "pixel":
             return x[:, :3].clamp(-1, 1)
         return F.interpolate(x[:, :3], scale_factor=8).tanh()  # (N, 3, 64, 64)
@@ -75,3 +101,40 @@ def fake_models(monkeypatch):
     for name, config in configs.items():
         registry.register(name, family="fake", config=config, build=build_fake)
     return configs
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """The sweep's clock is `CLOCK`, moved only by the fake models' configured costs."""
+    from harness.timing import sweep
+    from harness.timing.clocks import WallClock
+
+    monkeypatch.setattr(sweep, "clock_for", lambda device: WallClock(CLOCK))
+    return CLOCK
+
+
+@pytest.fixture
+def fake_pair(fake_models, monkeypatch):
+    """fake-fast (2 ms per image) and its teacher fake-slow (60 ms per image), a pair in
+    `harness.pairs`, and fake-solo (5 ms per image) with no teacher; each decoded image costs 3 ms."""
+    from adapters import registry
+    from harness import pairs
+
+    configs = {"fake-fast": FakeConfig(ms_per_image=2.0, decode_ms_per_image=3.0),
+               "fake-slow": FakeConfig(ms_per_image=60.0, decode_ms_per_image=3.0),
+               "fake-solo": FakeConfig(ms_per_image=5.0, decode_ms_per_image=3.0)}
+    for name, config in configs.items():
+        registry.register(name, family="fake", config=config, build=build_fake)
+    monkeypatch.setattr(pairs, "PAIRS", (("fake-fast", "fake-slow"),))
+    return configs
+
+
+@pytest.fixture
+def register_fake(fake_models):
+    """register_fake("fake-x", ms_per_image=5.0, noise=0.1): one more fake model for this test."""
+    from adapters import registry
+
+    def register(name: str, **config) -> None:
+        registry.register(name, family="fake", config=FakeConfig(**config), build=build_fake)
+
+    return register

@@ -1,4 +1,5 @@
-"""Timer logic against a fake clock: warm-up kept out of the statistics, statistics right."""
+"""Timer logic against a fake clock: warm-up kept out of the statistics, statistics right.
+(Adaptive stopping and interleaved rounds: test_adaptive.py.)"""
 
 import pyperf
 import pytest
@@ -49,28 +50,24 @@ def test_one_value_has_no_spread():
     assert Timing((0.5,), ()).spread is None
 
 
-def test_max_time_stops_the_timed_calls_but_always_times_one():
+def test_max_time_stops_after_five_calls_unless_one_call_exceeds_it():
     clock = FakeClock()
-    t = measure(workload(clock, [5.0] + [1.0] * 10), WallClock(clock), warmup=1, repeats=10, max_time=2.5)
-    assert t.values == (1.0, 1.0, 1.0)  # 3 s >= 2.5 s after the third call; the warm-up does not count
+    noisy = [5.0] + [1.0, 2.0] * 10  # the warm-up, then calls too spread for a 5% interval
+    t = measure(workload(clock, noisy), WallClock(clock), warmup=1, repeats=20, max_time=2.5)
+    assert t.values == (1.0, 2.0, 1.0, 2.0, 1.0)  # the budget was spent by call 2, but 5 calls give an interval
+    assert t.stop == "budget spent" and "unstable" in t.note and "2.5 s budget" in t.note
     clock = FakeClock()
     t = measure(workload(clock, [7.0, 7.0]), WallClock(clock), warmup=0, repeats=10, max_time=0.1)
-    assert t.values == (7.0,)
+    assert t.values == (7.0,) and t.stop == "call over budget"
+    assert t.note == "one call (7 s) exceeds the 0.1 s budget: n 1, no interval"
 
 
-def test_timed_region_wraps_only_the_timed_calls():
-    clock = FakeClock()
-    seen = []
+def test_errors_of_the_workload_propagate():
+    def broken():
+        raise RuntimeError("broken workload")
 
-    class Region:
-        def __enter__(self):
-            seen.append(("enter", clock.now))
-
-        def __exit__(self, *exc):
-            seen.append(("exit", clock.now))
-
-    measure(workload(clock, [10.0, 1.0, 2.0]), WallClock(clock), warmup=1, repeats=2, timed_region=Region())
-    assert seen == [("enter", 110.0), ("exit", 113.0)]
+    with pytest.raises(RuntimeError, match="broken workload"):
+        measure(broken, WallClock(), warmup=0, repeats=3)
 
 
 def test_sync_runs_on_the_result_before_the_clock_stops():

@@ -1,4 +1,4 @@
-"""Peak memory over a region: CPU peak resident growth. (The CUDA branch needs a GPU: untested here.)"""
+"""Peak memory over a region: CPU peak resident growth, and the CUDA arithmetic on fake allocator counters."""
 
 import os
 from pathlib import Path
@@ -35,3 +35,32 @@ def test_no_figure_without_the_proc_interface(monkeypatch):
     with PeakMemory("cpu") as mem:
         pass
     assert mem.mb is None
+
+
+class FakeCuda:
+    """torch.cuda's allocator counters, moved by hand."""
+
+    def __init__(self, allocated):
+        self.allocated, self.peak = allocated, allocated
+
+    def install(self, monkeypatch):
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: setattr(self, "peak",
+                                                                                                self.allocated))
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: self.allocated)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: self.peak)
+
+    def work(self, transient):
+        self.peak = max(self.peak, self.allocated + transient)
+
+
+def test_cuda_peak_counts_everything_allocated_or_only_the_models_own(monkeypatch):
+    mib = 2**20
+    cuda = FakeCuda(allocated=3000 * mib)  # two models built: 1000 MiB this one's, 2000 MiB the other's
+    cuda.install(monkeypatch)
+    with PeakMemory("cuda") as alone:
+        cuda.work(500 * mib)
+    assert alone.mb == 3500  # everything held at the peak, as for a model built alone
+    with PeakMemory("cuda", own_bytes=1000 * mib) as shared:
+        cuda.work(500 * mib)
+    assert shared.mb == 1500  # its own 1000 MiB and the call's 500, not the other model's weights

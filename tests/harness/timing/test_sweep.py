@@ -1,6 +1,7 @@
 """The sweep end to end on fake samplers: rows, pyperf JSON, OOM, errors, interruption, input checks."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -61,7 +62,11 @@ def test_tiny_sweep_writes_a_schema_valid_run_file(tmp_path, fake_models):
     assert weights[(DECODER_ID, "only")] == "fake-vae"
     assert set(json.loads(c)["decoder_of"] for c in timed[timed.decode == "only"].config) == {"fake-a"}
     calib = df[df.model == "calibration"]
-    assert list(calib.metric) == [results.CALIBRATION_MS] and calib.value.iloc[0] > 0 and calib.n.iloc[0] == 5
+    assert list(calib.metric) == [results.CALIBRATION_MS] * 2  # at the start and at the end of the sweep
+    assert [json.loads(c)["when"] for c in calib.config] == ["start", "end"]
+    assert (calib.value > 0).all() and calib.n.between(5, 20).all()
+    assert ((calib.ci_low <= calib.value) & (calib.value <= calib.ci_high)).all()
+    assert df.index[df.model == "calibration"].tolist() == [0, len(df) - 1]
 
 
 def test_pyperf_json_loads_back_and_compares(tmp_path, fake_models):
@@ -196,6 +201,159 @@ def test_cli_bench_end_to_end_and_exit_codes(tmp_path, fake_models, capsys, monk
     assert main(["bench", "--models", "fake-fail", "--batch-sizes", "2", "--device", "cpu", "--no-calibration",
                  "--no-progress", "--out", str(tmp_path / "fail.csv")]) == 1
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert main(["bench", "--preset", "gpu", "--out", str(tmp_path / "gpu.csv")]) == 2
+    # (--models: the fake registry of this test has no B/2 ids)
+    assert main(["bench", "--preset", "gpu", "--models", "fake-a", "--out", str(tmp_path / "gpu.csv")]) == 2
     assert "CUDA was asked for" in capsys.readouterr().err
     assert not (tmp_path / "gpu.csv").exists()
+
+
+# --- statistics, pairs and floors on the fake clock ---------------------------------------
+
+def rows_of(df, metric, **where):
+    sel = df[(df.metric == metric) & (df.status == results.OK)]
+    for col, value in where.items():
+        sel = sel[sel[col].astype(str) == str(value)]
+    return sel
+
+
+def test_pairs_are_timed_in_alternating_rounds_and_give_speedup_rows(tmp_path, fake_pair, fake_clock):
+    res, out, js = run(tmp_path, models=("fake-fast", "fake-solo", "fake-slow"), batch_sizes=(1, 4), decode="both",
+                       repeats=20, max_time=10.0)
+    assert res.errors == []
+    df = read_run(out)
+    speed = rows_of(df, results.SPEEDUP)
+    has_bs = speed.batch_size.astype(str) != ""
+    per_bs = speed[has_bs]
+    assert sorted(zip(per_bs.batch_size.astype(int), per_bs.decode)) == [(1, "off"), (1, "on"), (4, "off"), (4, "on")]
+    assert set(speed.model) == {"fake-fast"} and {json.loads(c)["teacher"] for c in speed.config} == {"fake-slow"}
+    expected = {"off": 60.0 / 2.0, "on": (60.0 + 3.0) / (2.0 + 3.0)}  # the fake models' costs per image
+    for _, r in speed.iterrows():
+        assert r.value == pytest.approx(expected[r.decode])
+        assert r.ci_low == pytest.approx(r.value) and r.ci_high == pytest.approx(r.value)  # no noise: no width
+        assert str(r.stable) == "True" and r.n == 5  # constant times: the interval is met at the fifth round
+    # the model's own rows come from the same calls: as many as the pair's rounds, and no others
+    for model, ms in (("fake-fast", 2.0), ("fake-slow", 60.0)):
+        own = rows_of(df, results.MS_PER_IMAGE, model=model, decode="off", batch_size=4)
+        assert own.value.iloc[0] == pytest.approx(ms) and own.n.iloc[0] == 5
+    suite = pyperf.BenchmarkSuite.load(str(js))
+    assert suite.get_benchmark("fake-fast/bs4/decode-off/float32/eager").get_nvalue() == 5
+    # one row at each model's best-throughput batch size per part, unpaired
+    best = speed[~has_bs]
+    assert sorted(best.decode) == ["off", "on"]
+    for c in best.config:
+        c = json.loads(c)
+        assert (c["at"], c["pairing"]) == ("best throughput", "unpaired") and c["batch_size"] in (1, 4)
+    assert best.notes.str.contains("unpaired bootstrap").all()
+    # the teacher without its fast model, and a model with no teacher, get no speed-up rows
+    assert not (speed.model == "fake-solo").any()
+
+
+def test_speedup_interval_on_noisy_fake_timings(tmp_path, register_fake, fake_clock, monkeypatch):
+    from harness import pairs
+    from harness.timing.stats import ratio_interval
+
+    register_fake("fake-fast", ms_per_image=2.0, noise=0.1)
+    register_fake("fake-slow", ms_per_image=60.0, noise=0.1)
+    monkeypatch.setattr(pairs, "PAIRS", (("fake-fast", "fake-slow"),))
+    res, out, js = run(tmp_path, models=("fake-fast", "fake-slow"), batch_sizes=(2,), repeats=40, max_time=1.0)
+    df = read_run(out)
+    speed = rows_of(df, results.SPEEDUP, batch_size=2).iloc[0]
+    fast = rows_of(df, results.MS_PER_IMAGE, model="fake-fast").iloc[0]
+    slow = rows_of(df, results.MS_PER_IMAGE, model="fake-slow").iloc[0]
+    assert speed.value == pytest.approx(slow.value / fast.value)  # the ratio of the two rows' medians
+    suite = pyperf.BenchmarkSuite.load(str(js))
+    f_values = suite.get_benchmark("fake-fast/bs2/decode-off/float32/eager").get_values()
+    s_values = suite.get_benchmark("fake-slow/bs2/decode-off/float32/eager").get_values()
+    assert len(f_values) == len(s_values) == speed.n > 5  # noise: more rounds than the minimum
+    ratio, low, high = ratio_interval(s_values, f_values, paired=True)  # rounds in order, paired
+    assert (speed.ci_low, speed.ci_high) == (pytest.approx(low), pytest.approx(high))
+    assert low < 30.0 < high and speed.ci_low < speed.value < speed.ci_high
+
+
+def test_stable_is_false_when_noise_is_injected(tmp_path, register_fake, fake_clock):
+    from harness.timing.summary import timing_table
+
+    register_fake("fake-quiet", ms_per_image=50.0, noise=0.005)
+    register_fake("fake-noisy", ms_per_image=50.0, noise=0.5)
+    res, out, _ = run(tmp_path, models=("fake-quiet", "fake-noisy"), batch_sizes=(1,), repeats=50, max_time=0.5)
+    df = read_run(out)
+    quiet = rows_of(df, results.MS_PER_IMAGE, model="fake-quiet").iloc[0]
+    noisy = rows_of(df, results.MS_PER_IMAGE, model="fake-noisy").iloc[0]
+    assert str(quiet.stable) == "True" and quiet.n == 5 and quiet.notes == ""
+    assert str(noisy.stable) == "False" and noisy.n > 5 and "unstable: half-width" in noisy.notes
+    assert "0.5 s budget" in noisy.notes
+    config = json.loads(noisy.config)
+    assert config["stop"] == "budget spent" and config["cv"] > 0.2 and config["p50"] <= config["p90"] <= config["p99"]
+    assert noisy.ci_low < noisy.value < noisy.ci_high
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(timing_table(res.rows))
+    text = console.export_text()
+    noisy_line = next(line for line in text.splitlines() if "fake-noisy" in line)
+    assert f"unstable: CV {100 * config['cv']:.0f}%, n {noisy.n}" in noisy_line
+    assert "unstable" not in next(line for line in text.splitlines() if "fake-quiet" in line)
+
+
+def test_a_call_over_the_budget_is_said_in_the_notes(tmp_path, register_fake, fake_clock):
+    register_fake("fake-long", ms_per_image=4000.0)
+    res, out, _ = run(tmp_path, models=("fake-long",), batch_sizes=(1,), repeats=20, max_time=3.0)
+    row = rows_of(read_run(out), results.MS_PER_BATCH).iloc[0]
+    assert row.n == 1 and row.notes == "one call (4 s) exceeds the 3 s budget: n 1, no interval"
+    assert str(row.stable) == "False" and math.isnan(row.ci_low)
+
+
+def test_fraction_of_the_measured_matmul_peak(tmp_path, fake_models):
+    res, out, js = run(tmp_path, models=("fake-a",), batch_sizes=(2,), calibrate=True)
+    df = read_run(out)
+    calib_row = df[df.metric == results.CALIBRATION_MS].iloc[0]  # the start's: the rows are a fraction of it
+    calib = json.loads(calib_row.config)
+    fastest = min(pyperf.BenchmarkSuite.load(str(js)).get_benchmark("calibration/start").get_values())
+    assert calib["flops"] == 2 * 512**3 * 40 and calib["peak_flop_per_s"] == pytest.approx(calib["flops"] / fastest)
+    frac = rows_of(df, results.FRAC_MATMUL_PEAK).iloc[0]
+    config = json.loads(frac.config)
+    assert config["matmul_peak_flops"] == pytest.approx(calib["peak_flop_per_s"])
+    if str(calib_row.stable) == "False":  # a busy machine: the fractions say their peak is unsure
+        assert str(frac.stable) == "False" and "matmul peak itself is unsure" in frac.notes
+    per_batch_s = rows_of(df, results.MS_PER_BATCH).value.iloc[0] / 1e3
+    assert frac.value == pytest.approx(config["flops_per_batch"] / per_batch_s / config["matmul_peak_flops"], rel=1e-6)
+    assert config["flops_per_batch"] == pytest.approx(2 * 2 * 16 * 64)  # bs x the fake's FLOPs per image
+
+
+def test_decode_batch_sizes_limit_the_decoding_points(fake_models):
+    from adapters import model_info
+
+    infos = {m: model_info(m) for m in ("fake-a", "fake-b")}
+    points = plan(SweepConfig(models=("fake-a", "fake-b"), batch_sizes=(1, 4), decode="both", decode_batch_sizes=(1,)),
+                  infos)
+    assert {(p.batch_size, p.part) for p in points} == {(1, "off"), (4, "off"), (1, "on"), (1, "only")}
+    with pytest.raises(InputError, match="decode-batch-sizes"):
+        validate(SweepConfig(**{**FAST, "models": ("fake-a",), "batch_sizes": (1, 4), "decode_batch_sizes": (2,)}))
+
+
+def test_pair_members_are_built_and_timed_together(fake_pair):
+    from adapters import model_info
+    from harness.timing.sweep import groups
+
+    models = ("fake-solo", "fake-slow", "fake-a", "fake-fast")
+    assert groups(models) == [("fake-solo",), ("fake-slow", "fake-fast"), ("fake-a",)]
+    points = plan(SweepConfig(models=models, batch_sizes=(1,), decode="off"), {m: model_info(m) for m in models})
+    assert [p.model for p in points] == ["fake-solo", "fake-slow", "fake-fast", "fake-a"]
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(ci_target=0.0), "ci-target"), (dict(ci_target=1.0), "ci-target"), (dict(ci_target=-0.1), "ci-target"),
+    (dict(max_time=-1.0), "max-time"), (dict(repeats=-2), "repeats"),
+])
+def test_bad_statistics_settings_are_input_errors(fields, message, fake_models):
+    with pytest.raises(InputError, match=message):
+        validate(SweepConfig(**{**FAST, "models": ("fake-a",), **fields}))
+
+
+def test_out_in_a_folder_that_does_not_exist_is_refused(tmp_path, fake_models):
+    config = SweepConfig(**FAST, models=("fake-a",))
+    with pytest.raises(InputError, match="does not exist"):
+        run_sweep(config, tmp_path / "no" / "such" / "run.csv", None, progress=False)
+    with pytest.raises(InputError, match="--pyperf-json"):
+        run_sweep(config, tmp_path / "run.csv", tmp_path / "absent" / "run.pyperf.json", progress=False)
+    assert list(tmp_path.iterdir()) == []
