@@ -72,6 +72,8 @@ def main() -> None:
 
     logits = find_logits_file()
     ours = InceptionFeatures(device, logits_path=logits)
+    ours_clean = InceptionFeatures(device, mode="clean")
+    pool = {"pool"} | ({"logits"} if logits is not None else set())
     net = load_network(None, str(device))
     cf_model = build_feature_extractor("clean", device, use_dataparallel=False)
     cf_resize = build_resizer("clean")
@@ -88,10 +90,10 @@ def main() -> None:
             return net((x - 128) / 128)
 
     pipelines = {
-        "nfebench adm": lambda b: ours(b, "adm", spatial=False),
-        "nfebench adm + sFID features": lambda b: ours(b, "adm"),
+        "nfebench adm": lambda b: ours(b, pool),
+        "nfebench adm + sFID features": lambda b: ours(b, pool | {"spatial"}),
         "torch-fidelity resize + same net": fidelity_same_net,
-        "nfebench clean": lambda b: ours(b, "clean", spatial=False),
+        "nfebench clean": lambda b: ours_clean(b, {"pool"}),
         "clean-fid clean": cleanfid_clean,
     }
     if logits is not None:

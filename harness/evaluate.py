@@ -1,8 +1,17 @@
 """Sample -> decode -> uint8 -> features -> metrics, and the same from image files.
 
-Image files stream through in batches: Inception features update float64 running statistics
-(pool_3 for FID, mixed_6/conv for sFID), the Inception Score accumulator and, only when
-precision/recall is asked for, a list of pool_3 vectors (2048 float32 per image).
+Metrics and the features they read (`harness.metrics.features`):
+
+- ``fid``, ``sfid``, ``fd_dinov2``: Frechet distances of the Gaussians of Inception pool_3,
+  Inception mixed_6/conv and DINOv2 ViT-L/14 features (`FRECHET`);
+- ``is``: Inception Score, from pool_3 times the softmax weights;
+- ``pr`` (precision, recall), ``dc`` (density, coverage), ``kid``: on the per-image pool_3
+  features of both sets (`PAIRWISE`);
+- 95% bootstrap intervals (`harness.metrics.bootstrap`) for ``fid``, ``fd_dinov2`` and ``kid``,
+  over the per-image features of the samples.
+
+Image files stream through in batches: features update float64 running statistics, the
+Inception Score accumulator and, only where a metric needs them, lists of per-image features.
 
 Sampling (`evaluate_sampler`) works in shards of fixed sample indices, dealt to the processes
 of a torchrun or JAX multi-process run (`harness.distributed`) and kept on disk by rank 0
@@ -19,9 +28,9 @@ Example::
     from adapters import load_sampler
     from harness.evaluate import evaluate_sampler, open_source
     s = load_sampler("rf-b2", checkpoint="rf-b2.pt")
-    metrics = evaluate_sampler(s, open_source("VIRTUAL_imagenet256_labeled.npz"), num_samples=50_000,
-                               batch_size=64, seed=0)
-    metrics["fid"].value
+    values, skipped, ctx = evaluate_sampler(s, open_source("VIRTUAL_imagenet256_labeled.npz"),
+                                            num_samples=50_000, batch_size=64, seed=0)
+    values[0].value, values[0].ci_low, values[0].ci_high
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import io
 import tempfile
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -41,22 +50,33 @@ import torch
 from harness import results
 from harness.distributed import World, rounds, run_and_exchange, run_checked, run_on_root
 from harness.errors import InputError
+from harness.metrics.bootstrap import (BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED, frechet_replicates, half_sample_weights,
+                                       interval)
+from harness.metrics.features import FEATURES, FeatureExtractor, Unavailable, extract_all, extractor_class, extractor_of
 from harness.metrics.fid import (ReferenceStats, RunningStats, frechet_distance, is_stats_file, load_stats,
-                                 save_stats)
-from harness.metrics.inception import POOL_DIM, SPATIAL_DIM, InceptionFeatures, logits_missing_message
+                                 nonnegative, save_stats, stat_names)
 from harness.metrics.inception_score import InceptionScore
-from harness.metrics.prdc import precision_recall
+from harness.metrics.kid import KID_SEED, KID_SUBSET_SIZE, KID_SUBSETS, kid
+from harness.metrics.prdc import ADM_K, manifold_metrics
 from harness.metrics.preprocess import ADM, QUANTIZATION, as_nchw_uint8, check_mode, quantize
+from harness.sampler import NonFiniteSampleError, check_finite
 from harness.seeding import sample_labels, sample_noise
 from harness.workdir import DEFAULT_SHARD_SIZE, WorkDir, shard_ranges
 
-METRIC_CHOICES = ("fid", "is", "sfid", "pr")  # --metrics names; "pr" gives precision and recall
+METRIC_CHOICES = ("fid", "is", "sfid", "pr", "dc", "kid", "fd_dinov2")  # --metrics names
 DEFAULT_METRICS = ("fid",)
+# Frechet distances: --metrics name -> (row metric, feature whose Gaussians it compares, label)
+FRECHET = {"fid": (results.FID, "pool", "FID"), "sfid": (results.SFID, "spatial", "sFID"),
+           "fd_dinov2": (results.FD_DINOV2, "dinov2", "FD-DINOv2")}
+# Metrics on the per-image features of both sets: --metrics name -> (feature, label)
+PAIRWISE = {"pr": ("pool", "precision/recall"), "dc": ("pool", "density/coverage"), "kid": ("pool", "KID")}
+INTERVALS = ("fid", "fd_dinov2", "kid")  # metrics that get bootstrap intervals
 MIN_SAMPLES, RELIABLE_SAMPLES = 2, 2048
 
 
 class MetricWarning(UserWarning):
-    """A number that will be computed but deserves a caveat (few samples, mixed modes)."""
+    """A number that will be computed but deserves a caveat (few samples, mixed modes, inputs
+    read with a conversion)."""
 
 
 IMAGE_EXTENSIONS = {".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}  # as clean-fid
@@ -69,14 +89,55 @@ def parse_metrics(text: str | None) -> tuple[str, ...]:
     if unknown or not names:
         raise InputError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; "
                          f"choose from {', '.join(METRIC_CHOICES)}")
-    return names
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """Settings of the metrics besides their names, with their defaults in one place.
+
+    Example::
+
+        MetricOptions(mode="clean", kid_subsets=50, bootstrap=0)   # no intervals
+    """
+
+    mode: str = ADM  # Inception preprocessing: adm or clean
+    kid_subsets: int = KID_SUBSETS
+    kid_subset_size: int = KID_SUBSET_SIZE  # capped at the smaller set
+    bootstrap: int = BOOTSTRAP_REPLICATES  # replicates per interval; 0: no intervals
+    inception_weights: str | None = None  # torch-fidelity's Inception file, for IS (default: looked up)
+    dinov2_weights: str | None = None  # dinov2_vitl14_pretrain.pth (default: looked up)
+
+    def check(self) -> "MetricOptions":
+        check_mode(self.mode)
+        if self.kid_subsets < 1 or self.kid_subset_size < 2:
+            raise InputError(f"--kid-subsets must be at least 1 and --kid-subset-size at least 2, got "
+                             f"{self.kid_subsets} and {self.kid_subset_size}")
+        if self.bootstrap < 0 or self.bootstrap == 1:
+            raise InputError(f"--bootstrap must be 0 (no intervals) or at least 2 replicates, got {self.bootstrap}")
+        return self
+
+    def settings(self) -> dict:
+        """What changes the numbers (for the work-dir manifest); weight files enter through the networks."""
+        return {"kid_subsets": self.kid_subsets, "kid_subset_size": self.kid_subset_size, "kid_seed": KID_SEED,
+                "bootstrap": self.bootstrap, "bootstrap_seed": BOOTSTRAP_SEED}
 
 
 # ----------------------------------------------------------------------------- image sources
 
 
 class ImageFolder:
-    """Images in a folder (recursively, sorted by path), as uint8 NHWC batches; all one size."""
+    """Images in a folder (recursively, sorted by path), as uint8 NHWC batches; all one size.
+
+    Read as clean-fid and torch-fidelity read them (PIL, converted to RGB), except:
+    16-bit greyscale images (which PIL's RGB conversion clips at 255) are read at full depth
+    and scaled to 8 bits by their high byte, the rule PIL itself applies to 16-bit colour PNGs;
+    32-bit integer and float images are refused. Images with an alpha channel lose it (the RGB
+    values are used as stored); both are said once per folder (`MetricWarning`).
+    """
+
+    SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+    ALPHA = ("RGBA", "RGBa", "LA", "La", "PA")
 
     def __init__(self, path: Path):
         self.path = path
@@ -85,25 +146,49 @@ class ImageFolder:
             raise InputError(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         self.count = len(self.files)
 
-    def _read(self, file: Path) -> np.ndarray:
+    def _read(self, file: Path, seen: dict[str, list[Path]]) -> np.ndarray:
         from PIL import Image
 
         try:
             with Image.open(file) as img:
+                img.load()
+                if img.mode in self.SIXTEEN_BIT:
+                    seen["16-bit"].append(file)
+                    grey = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)  # (H, W)
+                    return np.repeat(grey[:, :, None], 3, axis=2)  # (H, W, 3)
+                if img.mode in ("I", "F"):
+                    raise InputError(f"{file} is a {'32-bit integer' if img.mode == 'I' else 'floating-point'} "
+                                     f"image (PIL mode {img.mode}), which has no standard 8-bit reading; save it "
+                                     f"as an 8-bit (or 16-bit) PNG")
+                if img.mode in self.ALPHA or (img.mode == "P" and "transparency" in img.info):
+                    seen["alpha"].append(file)
                 return np.asarray(img.convert("RGB"))  # (H, W, 3) uint8, as clean-fid and torch-fidelity read
+        except InputError:
+            raise
         except Exception as exc:
             raise InputError(f"cannot read image {file}: {exc}") from exc
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         shape = None
+        seen: dict[str, list[Path]] = {"16-bit": [], "alpha": []}
         for start in range(0, self.count, batch_size):
-            imgs = [self._read(f) for f in self.files[start:start + batch_size]]
-            for f, img in zip(self.files[start:start + batch_size], imgs):
+            files = self.files[start:start + batch_size]
+            imgs = [self._read(f, seen) for f in files]
+            for f, img in zip(files, imgs):
                 shape = shape or img.shape
                 if img.shape != shape:
                     raise InputError(f"{f} is {img.shape[1]}x{img.shape[0]}, the folder's first image is "
                                      f"{shape[1]}x{shape[0]}; all images of a folder must have one size")
             yield np.stack(imgs)  # (B, H, W, 3)
+        if seen["16-bit"]:
+            warnings.warn(f"{self.path}: {len(seen['16-bit'])} 16-bit greyscale image(s) (first: "
+                          f"{seen['16-bit'][0].name}) read at full depth and scaled to 8 bits by their high byte "
+                          f"(v >> 8, as PIL reads 16-bit colour PNGs)", MetricWarning, stacklevel=2)
+        if seen["alpha"]:
+            warnings.warn(f"{self.path}: {len(seen['alpha'])} image(s) with an alpha channel (first: "
+                          f"{seen['alpha'][0].name}); the alpha channel is dropped and the RGB values are used as "
+                          f"stored, not composited, as clean-fid and torch-fidelity read them", MetricWarning,
+                          stacklevel=2)
 
 
 class NpzImages:
@@ -163,56 +248,139 @@ def open_source(path: str | Path) -> ImageFolder | NpzImages | ReferenceStats:
 # ----------------------------------------------------------------------------- features
 
 
+def metric_features(metric: str) -> frozenset[str]:
+    """The features a metric reads."""
+    if metric in FRECHET:
+        return frozenset({FRECHET[metric][1]})
+    if metric in PAIRWISE:
+        return frozenset({PAIRWISE[metric][0]})
+    return frozenset({"logits"})  # is
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the metrics to compute need from each set of images.
+
+    Example::
+
+        plan = make_plan(("fid", "kid"), MetricOptions())
+        plan.stats, plan.keep, plan.reference_keep     # {"pool"}, {"pool"}, {"pool"}
+    """
+
+    metrics: tuple[str, ...]
+    stats: frozenset[str]  # features whose Gaussians both sides need
+    keep: frozenset[str]  # per-image features of the samples (pairwise metrics, intervals)
+    reference_keep: frozenset[str]  # per-image features of the reference (pairwise metrics)
+    logits: bool  # IS
+
+    @property
+    def extract(self) -> frozenset[str]:
+        """What the samples' networks compute."""
+        return self.stats | self.keep | (frozenset({"logits"}) if self.logits else frozenset())
+
+    @property
+    def stored(self) -> frozenset[str]:
+        """The per-image arrays of a work-dir shard: IS logits are recomputed from pool_3 at the merge."""
+        return self.stats | self.keep | (frozenset({"pool"}) if self.logits else frozenset())
+
+
+def make_plan(metrics: tuple[str, ...], options: MetricOptions) -> Plan:
+    reference_keep = frozenset(PAIRWISE[m][0] for m in metrics if m in PAIRWISE)
+    stats = frozenset(FRECHET[m][1] for m in metrics if m in FRECHET)
+    intervals = frozenset(FRECHET[m][1] for m in metrics if m in FRECHET and m in INTERVALS)
+    keep = reference_keep | (intervals if options.bootstrap else frozenset())
+    return Plan(tuple(metrics), stats, keep, reference_keep, "is" in metrics)
+
+
+def open_extractors(metrics: tuple[str, ...], options: MetricOptions,
+                    device: str) -> tuple[dict[str, FeatureExtractor], Plan, list[str]]:
+    """The networks the metrics need, the plan of the metrics that can be computed, and a message
+    for each metric that cannot (its weights are missing): (extractors, plan, skipped).
+
+    Example::
+
+        extractors, plan, skipped = open_extractors(("fid", "fd_dinov2"), MetricOptions(), "cpu")
+    """
+    extractors: dict[str, FeatureExtractor] = {}
+    unavailable: dict[str, str] = {}
+    wanted = frozenset(f for m in metrics for f in metric_features(m))
+    for name in dict.fromkeys(extractor_of(f) for f in sorted(wanted)):
+        try:
+            extractors[name] = extractor_class(name).from_options(
+                device, options, frozenset(f for f in wanted if extractor_of(f) == name))
+        except Unavailable as exc:
+            unavailable[name] = str(exc)
+    skipped, computable = [], []
+    for m in metrics:
+        for f in sorted(metric_features(m)):
+            name = extractor_of(f)
+            if name in unavailable:
+                message = unavailable[name]
+            elif f not in extractors[name].available:
+                message = extractors[name].unavailable_message(f)
+            else:
+                continue
+            if message not in skipped:
+                skipped.append(message)
+            break
+        else:
+            computable.append(m)
+    if not computable:
+        raise InputError(f"none of the metrics asked for ({', '.join(metrics)}) can be computed here: "
+                         f"{'; '.join(skipped)}")
+    for ext in extractors.values():
+        if ext.weights_warning:
+            warnings.warn(ext.weights_warning, MetricWarning, stacklevel=2)
+    return extractors, make_plan(tuple(computable), options), skipped
+
+
 @dataclass
 class Collected:
     """What the metrics need from one set of images."""
 
-    pool: RunningStats
-    spatial: RunningStats | None
-    inception_score: InceptionScore | None
-    pool_features: list[np.ndarray] | None = field(default=None)
+    count: int
+    stats: dict[str, RunningStats]  # feature -> float64 running statistics
+    kept: dict[str, list[np.ndarray]]  # feature -> per-image features, in batches
+    inception_score: InceptionScore | None = None
 
-    @property
-    def count(self) -> int:
-        return self.pool.count
+    @classmethod
+    def empty(cls, stats: frozenset[str], keep: frozenset[str], logits: bool = False) -> "Collected":
+        return cls(0, {f: RunningStats(FEATURES[f][1]) for f in sorted(stats)}, {f: [] for f in sorted(keep)},
+                   InceptionScore() if logits else None)
 
-    def features(self) -> np.ndarray | None:
-        return None if self.pool_features is None else np.concatenate(self.pool_features)
+    def features(self, feature: str) -> np.ndarray:
+        return np.concatenate(self.kept[feature])  # (N, D)
 
 
 class FeatureCollector:
-    """Feeds uint8 batches through Inception and accumulates what `metrics` need.
+    """Feeds uint8 batches through the networks and accumulates statistics, per-image features
+    and IS logits.
 
     Example::
 
-        col = FeatureCollector(InceptionFeatures(), metrics=("fid", "sfid"), mode="adm")
+        col = FeatureCollector(extractors, stats={"pool", "spatial"}, keep={"pool"})
         for batch in source.batches(64):
             col.add(batch)
-        col.result.pool.mean
+        col.result.stats["pool"].mean
     """
 
-    def __init__(self, extractor: InceptionFeatures, metrics: tuple[str, ...], mode: str = ADM,
-                 keep_features: bool = False):
-        self.extractor = extractor
-        self.mode = check_mode(mode)
-        want_is = "is" in metrics and extractor.logits_weight is not None
-        self.result = Collected(
-            pool=RunningStats(POOL_DIM),
-            spatial=RunningStats(SPATIAL_DIM) if "sfid" in metrics else None,
-            inception_score=InceptionScore() if want_is else None,
-            pool_features=[] if ("pr" in metrics or keep_features) else None,
-        )
+    def __init__(self, extractors: dict[str, FeatureExtractor], stats: frozenset[str], keep: frozenset[str],
+                 logits: bool = False):
+        self.extractors = extractors
+        self.result = Collected.empty(frozenset(stats), frozenset(keep), logits)
+        self.wanted = frozenset(stats) | frozenset(keep) | (frozenset({"logits"}) if logits else frozenset())
 
     def add(self, images) -> None:
         r = self.result
-        f = self.extractor(images, self.mode, spatial=r.spatial is not None)
-        r.pool.update(f["pool"])
-        if r.spatial is not None:
-            r.spatial.update(f["spatial"])
+        images = as_nchw_uint8(images)
+        f = extract_all(self.extractors, images, self.wanted)
+        r.count += len(images)
+        for name, st in r.stats.items():
+            st.update(f[name])
+        for name, kept in r.kept.items():
+            kept.append(f[name].float().cpu().numpy())
         if r.inception_score is not None:
             r.inception_score.update(f["logits"])
-        if r.pool_features is not None:
-            r.pool_features.append(f["pool"].float().cpu().numpy())
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -220,13 +388,13 @@ def check_batch_size(batch_size: int) -> None:
         raise InputError(f"--batch-size must be a positive integer, got {batch_size}")
 
 
-def collect(source: ImageFolder | NpzImages, extractor: InceptionFeatures, metrics: tuple[str, ...], mode: str,
-            batch_size: int, *, keep_features: bool = False, desc: str = "features") -> Collected:
+def collect(source: ImageFolder | NpzImages, extractors: dict[str, FeatureExtractor], stats: frozenset[str],
+            keep: frozenset[str], batch_size: int, *, logits: bool = False, desc: str = "features") -> Collected:
     """Features of every image of `source`, with a tqdm progress bar."""
     from tqdm.auto import tqdm
 
     check_batch_size(batch_size)
-    col = FeatureCollector(extractor, metrics, mode, keep_features)
+    col = FeatureCollector(extractors, stats, keep, logits)
     with tqdm(total=source.count, desc=desc, unit="img", leave=False) as bar:
         for batch in source.batches(batch_size):
             col.add(batch)
@@ -246,56 +414,78 @@ class MetricValue:
     n: int  # samples behind the number
     spread: float | None = None
     notes: str = ""
+    ci_low: float | None = None  # 95% bootstrap interval, in the unit of value
+    ci_high: float | None = None
+    network: str = ""  # the network and weights behind the number, in full
+    extractor: str = ""  # the feature extractor's name (`harness.metrics.features.EXTRACTORS`)
 
 
 @dataclass
 class Reference:
-    """The other side of a comparison: statistics and, for precision/recall, pool_3 features."""
+    """The other side of a comparison: a Gaussian per feature and per-image features."""
 
     name: str
-    mu: np.ndarray
-    sigma: np.ndarray
-    mu_s: np.ndarray | None
-    sigma_s: np.ndarray | None
+    gaussians: dict[str, tuple[np.ndarray, np.ndarray]]
     n: int | None
-    features: np.ndarray | None
+    features: dict[str, np.ndarray]
 
 
-def prepare_reference(source, extractor: InceptionFeatures | None, metrics: tuple[str, ...], mode: str,
+def _networks_differ(source: ReferenceStats, extractors: dict[str, FeatureExtractor], used: frozenset[str]) -> None:
+    for f in sorted(used):
+        recorded, ext = source.networks.get(f), extractors.get(extractor_of(f))
+        if recorded and ext is not None and recorded != ext.network:
+            warnings.warn(f"{source.path}: its {f} features were computed with {recorded}, the samples' with "
+                          f"{ext.network}; numbers between different networks do not compare", MetricWarning,
+                          stacklevel=3)
+
+
+def prepare_reference(source, extractors: dict[str, FeatureExtractor], plan: Plan, mode: str,
                       batch_size: int) -> Reference:
-    """Statistics from a file, or computed from images; reference images' pool_3 features are
-    extracted only if precision/recall is asked for and no features are stored."""
+    """Statistics from a file, or computed from images. What a statistics file lacks and its
+    images (an ADM batch's arr_0) can give is computed from them: pool_3 features for
+    precision/recall or KID, DINOv2 statistics for FD-DINOv2."""
     name = str(getattr(source, "path", source))
-    check_reference(source, metrics, mode)
+    check_reference(source, plan, mode)
     if isinstance(source, ReferenceStats):
-        if source.kind == "adm" and mode != ADM:
+        gaussians = {f: source.gaussians[f] for f in plan.stats if f in source.gaussians}
+        features = {f: source.features[f] for f in plan.reference_keep if f in source.features}
+        from_file = frozenset(gaussians) | frozenset(features)
+        if source.kind == "adm" and mode != ADM and any(extractor_of(f) == "inception" for f in from_file):
             warnings.warn(f"{source.path} is an ADM reference batch (TF bilinear resize); comparing it with "
                           f"{mode!r} features mixes preprocessing modes", MetricWarning, stacklevel=2)
-        features = source.pool_features
-        if "pr" in metrics and features is None:
-            col = collect(NpzImages(Path(source.path)), extractor, ("pr",), mode, batch_size, desc="reference")
-            features = col.features()
-        return Reference(name, source.mu, source.sigma, source.mu_s, source.sigma_s, source.n, features)
-    col = collect(source, extractor, metrics, mode, batch_size, desc="reference")
+        _networks_differ(source, extractors, from_file)
+        missing_stats, missing_keep = plan.stats - frozenset(gaussians), plan.reference_keep - frozenset(features)
+        if missing_stats or missing_keep:
+            col = collect(NpzImages(Path(source.path)), extractors, missing_stats, missing_keep, batch_size,
+                          desc="reference")
+            gaussians.update({f: (st.mean, st.covariance) for f, st in col.stats.items()})
+            features.update({f: col.features(f) for f in col.kept})
+        return Reference(name, gaussians, source.n, features)
+    col = collect(source, extractors, plan.stats, plan.reference_keep, batch_size, desc="reference")
     check_count(col.count, name)
-    spatial = col.spatial
-    mu_s, sigma_s = (spatial.mean, spatial.covariance) if spatial is not None else (None, None)
-    return Reference(name, col.pool.mean, col.pool.covariance, mu_s, sigma_s, col.count, col.features())
+    return Reference(name, {f: (st.mean, st.covariance) for f, st in col.stats.items()}, col.count,
+                     {f: col.features(f) for f in col.kept})
 
 
-def check_reference(source, metrics: tuple[str, ...], mode: str) -> None:
+def check_reference(source, plan: Plan, mode: str) -> None:
     """The checks `prepare_reference` makes before any work: cheap, so a bad reference is
     refused before hours of sampling, not after."""
     if not isinstance(source, ReferenceStats):
         return
-    if source.mode is not None and source.mode != mode:
+    if source.mode is not None and source.mode != mode and any(
+            extractor_of(f) == "inception" for f in plan.stats | plan.reference_keep):
         raise InputError(f"{source.path} was computed in mode {source.mode!r}, not {mode!r}; "
                          f"pass --mode {source.mode} or recompute it with nfebench ref-stats --mode {mode}")
-    if "sfid" in metrics and source.mu_s is None:
-        raise InputError(f"{source.path} has no sFID statistics (mu_s, sigma_s); drop sfid from --metrics")
-    if "pr" in metrics and source.pool_features is None and not source.has_images:
-        raise InputError(f"{source.path} holds neither reference images (arr_0) nor pool_features; "
-                         f"precision/recall needs one of them; drop pr from --metrics")
+    for m in plan.metrics:
+        if m in FRECHET and FRECHET[m][1] not in source.gaussians and not source.has_images:
+            mu, sigma = stat_names(FRECHET[m][1])
+            raise InputError(f"{source.path} has no {FRECHET[m][2]} statistics ({mu}, {sigma}) and no images to "
+                             f"compute them from; recompute it with nfebench ref-stats --metrics {m}, or drop {m} "
+                             f"from --metrics")
+        if m in PAIRWISE and PAIRWISE[m][0] not in source.features and not source.has_images:
+            raise InputError(f"{source.path} holds neither reference images (arr_0) nor {PAIRWISE[m][0]}_features; "
+                             f"{PAIRWISE[m][1]} needs one of them; recompute it with nfebench ref-stats --metrics "
+                             f"{m}, or drop {m} from --metrics")
 
 
 def check_count(n: int, what: str) -> None:
@@ -306,75 +496,122 @@ def check_count(n: int, what: str) -> None:
                       f"is biased upwards; compare FIDs only at equal N", MetricWarning, stacklevel=3)
 
 
-def compute_metrics(samples: Collected, reference: Reference, metrics: tuple[str, ...],
-                    extractor: InceptionFeatures) -> tuple[list[MetricValue], list[str]]:
-    """The asked-for metrics of `samples` against `reference`: (values, messages about skipped ones)."""
+def _set_interval(v: MetricValue, bounds: tuple[float, float], options: MetricOptions) -> None:
+    """Put a 95% interval on `v` and say how it was made (none if too few replicates were finite)."""
+    if np.isfinite(bounds[0]):
+        v.ci_low, v.ci_high = bounds
+        v.notes = "; ".join(filter(None, [v.notes, f"95% interval: value +- 1.96 sd over {options.bootstrap} random "
+                                          f"halves of the {v.n} samples (half-sampling, seed {BOOTSTRAP_SEED}; "
+                                          f"reference fixed)"]))
+
+
+def compute_metrics(samples: Collected, reference: Reference, plan: Plan, extractors: dict[str, FeatureExtractor],
+                    options: MetricOptions, device: str = "cpu") -> list[MetricValue]:
+    """The metrics of `plan` for `samples` against `reference`, with 95% intervals (random halves
+    of the samples, `harness.metrics.bootstrap`) where the samples' per-image features were kept."""
     check_count(samples.count, "samples")
     n = samples.count
-    out, skipped = [], []
-    if "fid" in metrics:
-        out.append(MetricValue(results.FID, frechet_distance(samples.pool.mean, samples.pool.covariance,
-                                                             reference.mu, reference.sigma), n))
-    if "sfid" in metrics:
-        out.append(MetricValue(results.SFID, frechet_distance(samples.spatial.mean, samples.spatial.covariance,
-                                                              reference.mu_s, reference.sigma_s), n))
-    if "is" in metrics:
-        if samples.inception_score is None:
-            skipped.append(logits_missing_message())
-        else:
-            value, spread, splits = samples.inception_score.result()
-            out.append(MetricValue(results.IS, value, n, spread,
-                                   f"IS over {splits} split(s) of up to 5000 in sample order (ADM); "
-                                   f"spread = std over splits; {extractor.logits_network}"))
-    if "pr" in metrics:
-        p, r = precision_recall(reference.features, samples.features())
-        note = f"k=3 nearest-neighbour manifolds on pool_3 (ADM), {len(reference.features)} reference images"
-        out += [MetricValue(results.PRECISION, p, n, notes=note), MetricValue(results.RECALL, r, n, notes=note)]
-    return out, skipped
+    boot = options.bootstrap and n >= 4 and any(m in INTERVALS for m in plan.metrics)  # halves of 2 or more
+    weights = half_sample_weights(n, options.bootstrap) if boot else None
+    out = []
+    for m in plan.metrics:
+        if m not in FRECHET:
+            continue
+        name, feature, _ = FRECHET[m]
+        st, (mu_r, sigma_r) = samples.stats[feature], reference.gaussians[feature]
+        value, note = nonnegative(frechet_distance(st.mean, st.covariance, mu_r, sigma_r), st.covariance, sigma_r)
+        v = MetricValue(name, value, n, notes=note, network=extractors[extractor_of(feature)].describe(feature),
+                        extractor=extractor_of(feature))
+        if weights is not None and m in INTERVALS and feature in samples.kept:
+            reps = frechet_replicates(samples.features(feature), mu_r, sigma_r, weights, device=device)
+            _set_interval(v, interval(value, reps, lower=0.0), options)
+        out.append(v)
+    if "is" in plan.metrics:
+        inc = extractors["inception"]
+        value, spread, splits = samples.inception_score.result()
+        out.append(MetricValue(results.IS, value, n, spread, f"IS over {splits} split(s) of up to 5000 in sample order "
+                               f"(ADM); spread = std over splits; {inc.logits_network}", network=inc.describe("logits"),
+                               extractor="inception"))
+    if "pr" in plan.metrics or "dc" in plan.metrics:
+        ref_feats = reference.features["pool"]
+        manifold = manifold_metrics(ref_feats, samples.features("pool"), device=device)
+        network = extractors["inception"].describe("pool")
+        note = f"k={ADM_K} nearest-neighbour manifolds on pool_3 (ADM), {len(ref_feats)} reference images"
+        for m, names in (("pr", (results.PRECISION, results.RECALL)), ("dc", (results.DENSITY, results.COVERAGE))):
+            if m in plan.metrics:
+                out += [MetricValue(k, manifold[k], n, notes=note, network=network, extractor="inception")
+                        for k in names]
+    if "kid" in plan.metrics:
+        ref_feats = reference.features["pool"]
+        r = kid(samples.features("pool"), ref_feats, subsets=options.kid_subsets, subset_size=options.kid_subset_size,
+                weights=weights, device=device)
+        v = MetricValue(results.KID, r.mean, n, r.std,
+                        f"KID: mean (value) and std (spread) over {r.subsets} subset pairs of {r.subset_size} "
+                        f"(torch-fidelity's kid_features_to_metric: cubic kernel, unbiased MMD^2, subset seed "
+                        f"{KID_SEED}) on pool_3, {len(ref_feats)} reference images",
+                        network=extractors["inception"].describe("pool"), extractor="inception")
+        if r.replicates is not None:
+            _set_interval(v, interval(r.mean, r.replicates), options)  # KID is unbiased: it may be below 0
+        out.append(v)
+    return out
 
 
-def compare_sources(a, b, *, metrics: tuple[str, ...] = DEFAULT_METRICS, mode: str = ADM, batch_size: int = 50,
-                    device: str = "cpu", logits_path: str | None = None) -> tuple[list[MetricValue], list[str], dict]:
+def compare_sources(a, b, *, metrics: tuple[str, ...] = DEFAULT_METRICS, options: MetricOptions = MetricOptions(),
+                    batch_size: int = 50, device: str = "cpu") -> tuple[list[MetricValue], list[str], dict]:
     """Metrics of source `a` (the samples) against source `b` (the reference), as `nfebench fid`.
 
-    IS is computed on `a`; precision is the fraction of `a` inside `b`'s manifold, recall the
-    reverse; FID and sFID are symmetric. Returns (values, skipped-metric messages, context).
+    IS is computed on `a`; precision and density ask how `a` falls on `b`'s manifold, recall and
+    coverage the reverse; FID, sFID and FD-DINOv2 are symmetric; KID and the intervals resample
+    `a`. Returns (values, skipped-metric messages, context).
+
+    Args:
+        a: the samples: what `open_source` returns (images, or statistics for Frechet distances only).
+        b: the reference, likewise.
+        metrics: names from `METRIC_CHOICES`.
+        options: mode, KID subsets, bootstrap replicates, weight files.
+        batch_size: images per network call.
+        device: device of the networks (and of KID, precision/recall and the bootstrap).
 
     Example::
 
-        values, skipped, ctx = compare_sources(open_source("samples.npz"), open_source("ref.npz"))
+        values, skipped, ctx = compare_sources(open_source("samples.npz"), open_source("ref.npz"),
+                                               metrics=("fid", "kid"))
     """
-    check_mode(mode)
-    if isinstance(a, ReferenceStats) and any(m in metrics for m in ("is", "pr")):
-        raise InputError(f"{a.path} holds statistics only: IS and precision/recall need the sample images "
-                         f"as the first argument")
-    both_stats = isinstance(a, ReferenceStats) and isinstance(b, ReferenceStats)
-    extractor = None if both_stats else _extractor(device, logits_path, metrics)  # no images: no network
-    reference = prepare_reference(b, extractor, metrics, mode, batch_size)
-    if isinstance(a, ReferenceStats):  # statistics against statistics: FID and sFID only
-        ref_a = prepare_reference(a, extractor, metrics, mode, batch_size)
-        n = ref_a.n or 0
-        values, skipped = [], []
-        if "fid" in metrics:
-            values.append(MetricValue(results.FID, frechet_distance(ref_a.mu, ref_a.sigma, reference.mu,
-                                                                    reference.sigma), n))
-        if "sfid" in metrics:
-            values.append(MetricValue(results.SFID, frechet_distance(ref_a.mu_s, ref_a.sigma_s, reference.mu_s,
-                                                                     reference.sigma_s), n))
+    options.check()
+    needs_images = [m for m in metrics if m in PAIRWISE or m == "is"]
+    if isinstance(a, ReferenceStats) and needs_images:
+        raise InputError(f"{a.path} holds statistics only: {', '.join(needs_images)} need(s) the sample images as "
+                         f"the first argument")
+    a_stats = isinstance(a, ReferenceStats)
+    wanted_intervals = bool(options.bootstrap) and any(m in INTERVALS for m in metrics)
+    if a_stats:  # no per-image features on the sample side: nothing to resample
+        options = replace(options, bootstrap=0)
+    frechet = {FRECHET[m][1] for m in metrics if m in FRECHET}
+    if a_stats and isinstance(b, ReferenceStats) and all(f in a.gaussians and f in b.gaussians for f in frechet):
+        extractors, plan, skipped = {}, make_plan(metrics, options), []  # statistics only: no network
     else:
-        samples = collect(a, extractor, metrics, mode, batch_size, desc="samples")
-        values, skipped = compute_metrics(samples, reference, metrics, extractor)
-    network = extractor.network if extractor else "as recorded in the statistics files"
-    context = {"mode": mode, "network": network, "reference": reference.name, "reference_n": reference.n,
-               "quantization": None}
+        extractors, plan, skipped = open_extractors(metrics, options, device)
+    reference = prepare_reference(b, extractors, plan, options.mode, batch_size)
+    if a_stats:  # statistics against statistics: Frechet distances only
+        ref_a = prepare_reference(a, extractors, replace(plan, reference_keep=frozenset()), options.mode, batch_size)
+        if wanted_intervals:
+            skipped.append(f"no intervals: {a.path} holds statistics, not the per-image features a bootstrap resamples")
+        values = []
+        for m in plan.metrics:
+            name, feature, _ = FRECHET[m]
+            (mu1, s1), (mu2, s2) = ref_a.gaussians[feature], reference.gaussians[feature]
+            value, note = nonnegative(frechet_distance(mu1, s1, mu2, s2), s1, s2)
+            network = a.networks.get(feature) or "as recorded in the statistics files"
+            values.append(MetricValue(name, value, ref_a.n or 0, notes=note, network=network,
+                                      extractor=extractor_of(feature)))
+    else:
+        samples = collect(a, extractors, plan.stats, plan.keep, batch_size, logits=plan.logits, desc="samples")
+        values = compute_metrics(samples, reference, plan, extractors, options, device)
+    inception = extractors.get("inception")
+    context = {"mode": options.mode, "reference": reference.name, "reference_n": reference.n, "quantization": None,
+               "network": inception.network if inception else "as recorded in the statistics files",
+               "extractor_networks": {name: ext.network for name, ext in extractors.items()}}
     return values, skipped, context
-
-
-def _extractor(device: str, logits_path: str | None, metrics: tuple[str, ...]) -> InceptionFeatures:
-    from harness.metrics.inception import find_logits_file
-
-    logits = find_logits_file(logits_path) if "is" in metrics else None
-    return InceptionFeatures(device, logits_path=logits)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -433,43 +670,54 @@ def as_torch(x) -> torch.Tensor:
 def generate_images(sampler, num_samples: int, batch_size: int, seed: int, *, guidance: float | None = None,
                     start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """uint8 images (B, 3, H, W) and labels of samples start..start+num_samples-1: sample i
-    from (seed, i) alone, so the images do not depend on the batch size."""
+    from (seed, i) alone, so the images do not depend on the batch size. Non-finite decoded
+    values raise `NonFiniteSampleError`."""
     info = sampler.info
     for lo in range(start, start + num_samples, batch_size):
         idx = range(lo, min(lo + batch_size, start + num_samples))
         noise = sample_noise(seed, idx, info.sample_shape)
         labels = sample_labels(seed, idx, info.num_classes)
         x = sampler.generate(noise, labels, guidance=guidance)
-        yield quantize(as_torch(sampler.decode(x)).float()), labels  # (B, 3, H, W) uint8
+        # Checked here too: a sampler not built on TorchSampler may not check its output, and
+        # quantize would turn NaN into 0 without a word.
+        images = check_finite(as_torch(sampler.decode(x)).float(), f"{info.name} decoded samples")
+        yield quantize(images), labels  # (B, 3, H, W) uint8
 
 
-def _shard_features(sampler, extractor: InceptionFeatures, idx: range, *, batch_size: int, seed: int,
-                    guidance: float | None, mode: str, spatial: bool, keep_images: bool,
+
+
+def _shard_features(sampler, extractors: dict[str, FeatureExtractor], idx: range, *, batch_size: int, seed: int,
+                    guidance: float | None, features: frozenset[str], keep_images: bool,
                     bar=None) -> dict[str, np.ndarray]:
     """Sample, decode and featurise the samples `idx` of one shard: the arrays of its shard file.
 
-    Features are kept raw (float32, as the network gives them) and turned into statistics
+    Features are kept raw (float32, as the networks give them) and turned into statistics
     only when shards are merged, in shard order, so the statistics depend on neither the
-    batch size nor the number of processes."""
+    batch size nor the number of processes. A sampler that makes NaN or Inf is bad input to
+    the evaluation (an InputError: exit 2), reported with the samples it happened in."""
     size = sampler.info.image_size
-    pools, spatials, images_, labels_ = [], [], [], []
-    for images, labels in generate_images(sampler, len(idx), batch_size, seed, guidance=guidance, start=idx.start):
-        if tuple(images.shape[1:]) != (3, size, size):
-            raise InputError(f"{sampler.info.name} decoded images of shape {tuple(images.shape[1:])}, "
-                             f"expected (3, {size}, {size}) from its ModelInfo")
-        f = extractor(images, mode, spatial=spatial)
-        pools.append(f["pool"].float().cpu().numpy())  # (B, 2048)
-        if spatial:
-            spatials.append(f["spatial"].float().cpu().numpy())  # (B, 2023)
-        if keep_images:
-            images_.append(images.permute(0, 2, 3, 1).contiguous().cpu().numpy())  # (B, H, W, 3), ADM layout
-            if labels is not None:
-                labels_.append(labels.numpy().astype(np.int64))
-        if bar is not None:
-            bar.update(len(images))
-    out = {"count": np.int64(len(idx)), "start": np.int64(idx.start), "pool": np.concatenate(pools)}
-    if spatial:
-        out["spatial"] = np.concatenate(spatials)
+    parts: dict[str, list[np.ndarray]] = {f: [] for f in sorted(features)}
+    images_, labels_ = [], []
+    try:
+        for images, labels in generate_images(sampler, len(idx), batch_size, seed, guidance=guidance,
+                                              start=idx.start):
+            if tuple(images.shape[1:]) != (3, size, size):
+                raise InputError(f"{sampler.info.name} decoded images of shape {tuple(images.shape[1:])}, "
+                                 f"expected (3, {size}, {size}) from its ModelInfo")
+            f = extract_all(extractors, images, features)
+            for name, part in parts.items():
+                part.append(f[name].float().cpu().numpy())  # (B, D)
+            if keep_images:
+                images_.append(images.permute(0, 2, 3, 1).contiguous().cpu().numpy())  # (B, H, W, 3), ADM layout
+                if labels is not None:
+                    labels_.append(labels.numpy().astype(np.int64))
+            if bar is not None:
+                bar.update(len(images))
+    except NonFiniteSampleError as exc:
+        raise InputError(f"{sampler.info.name} made non-finite samples (NaN or Inf) among samples "
+                         f"{idx.start}-{idx.stop - 1} of seed {seed}: {exc}; no rows were written") from exc
+    out = {"count": np.int64(len(idx)), "start": np.int64(idx.start)}
+    out.update({name: np.concatenate(part) for name, part in parts.items()})
     if keep_images:
         out["images"] = np.concatenate(images_)
         if labels_:
@@ -498,54 +746,54 @@ def shard_stats(features: np.ndarray) -> RunningStats:
     return RunningStats.from_state({"count": len(x), "mean": mean.numpy(), "comoment": comoment.numpy()})
 
 
-def _merge_shards(wd: WorkDir, num_shards: int, metrics: tuple[str, ...], extractor: InceptionFeatures,
+def _merge_shards(wd: WorkDir, num_shards: int, plan: Plan, extractors: dict[str, FeatureExtractor],
                   writer: SampleWriter | None) -> Collected:
     """Statistics of all shards, merged in shard order (Chan et al., float64): the same
     numbers for any world size and batch size. IS logits are taken here from the stored
     pool_3 features (on the CPU, in shard order) for the same reason."""
-    result = Collected(pool=RunningStats(POOL_DIM), spatial=RunningStats(SPATIAL_DIM) if "sfid" in metrics else None,
-                       inception_score=InceptionScore() if "is" in metrics and extractor.logits_weight is not None
-                       else None, pool_features=[] if "pr" in metrics else None)
-    weight = None if result.inception_score is None else extractor.logits_weight.detach().cpu().float()
+    result = Collected.empty(plan.stats, plan.keep, plan.logits)
+    weight = extractors["inception"].logits_weight.detach().cpu().float() if plan.logits else None
     for s in range(num_shards):
         shard = wd.read_shard(s)
-        result.pool.merge(shard_stats(shard["pool"]))
-        if result.spatial is not None:
-            result.spatial.merge(shard_stats(shard["spatial"]))
+        result.count += int(shard["count"])
+        for name, st in result.stats.items():
+            st.merge(shard_stats(shard[name]))
+        for name, kept in result.kept.items():
+            kept.append(shard[name])
         if weight is not None:
             result.inception_score.update(torch.from_numpy(shard["pool"]) @ weight.T)  # (S, 1008)
-        if result.pool_features is not None:
-            result.pool_features.append(shard["pool"])
         if writer is not None:
             writer.add(torch.from_numpy(shard["images"]).permute(0, 3, 1, 2),
                        torch.from_numpy(shard["labels"]) if "labels" in shard else None)
     return result
 
 
-def _finish(wd: WorkDir, sampler, reference, extractor: InceptionFeatures, context: dict, *, num_samples: int,
-            num_shards: int, metrics: tuple[str, ...], mode: str, batch_size: int, save_samples: str | Path | None,
-            keep: bool) -> tuple[list[MetricValue], list[str]]:
+def _finish(wd: WorkDir, sampler, reference, extractors: dict[str, FeatureExtractor], plan: Plan,
+            options: MetricOptions, context: dict, *, num_samples: int, num_shards: int, batch_size: int,
+            device: str, save_samples: str | Path | None, keep: bool) -> list[MetricValue]:
     """On rank 0, once every shard is stored: the reference (computed now, so the other ranks
     never wait for it), the merged statistics, the samples file, the metrics; with `keep` the
     statistics and result are written to the work dir too."""
-    ref = prepare_reference(reference, extractor, metrics, mode, batch_size)
+    ref = prepare_reference(reference, extractors, plan, options.mode, batch_size)
     size = sampler.info.image_size
     writer = SampleWriter(save_samples, (num_samples, size, size, 3)) if save_samples else None
     try:
-        collected = _merge_shards(wd, num_shards, metrics, extractor, writer)
+        collected = _merge_shards(wd, num_shards, plan, extractors, writer)
     except BaseException:
         if writer:
             writer.abort()
         raise
     if writer:
         writer.close()
-    values, skipped = compute_metrics(collected, ref, metrics, extractor)
+    values = compute_metrics(collected, ref, plan, extractors, options, device)
     context.update(reference=ref.name, reference_n=ref.n)
     if keep:
-        save_stats(wd.stats_path, collected.pool, collected.spatial, mode=mode, network=extractor.network,
-                   pool_features=collected.features())
-        wd.write_result({"values": [asdict(v) for v in values], "skipped": skipped, "context": context})
-    return values, skipped
+        if "pool" in collected.stats:  # a statistics file is one with pool_3's mu and sigma
+            save_stats(wd.stats_path, collected.stats, mode=options.mode,
+                       networks={f: extractors[extractor_of(f)].network for f in plan.stats | plan.reference_keep},
+                       features={f: collected.features(f) for f in plan.reference_keep})
+        wd.write_result({"values": [asdict(v) for v in values], "context": context})
+    return values
 
 
 def _source_digest(source) -> str:
@@ -561,29 +809,27 @@ def _source_digest(source) -> str:
     return f"sha256:{results.file_digest(source.path, 'sha256')}"
 
 
-def run_manifest(sampler, reference, extractor: InceptionFeatures, *, num_samples: int, seed: int,
-                 guidance: float | None, metrics: tuple[str, ...], mode: str, device: str, shard_size: int,
-                 save_samples: bool, logits_path: str | None, settings: dict | None) -> dict:
+def run_manifest(sampler, reference, extractors: dict[str, FeatureExtractor], plan: Plan, options: MetricOptions, *,
+                 num_samples: int, seed: int, guidance: float | None, device: str, shard_size: int,
+                 save_samples: bool, settings: dict | None) -> dict:
     """Every setting that changes a work dir's shards or result (batch size and world size
     do not, by construction)."""
     from harness import __version__
     from harness.sampler import weights_with_decoder
 
     info = sampler.info
-    logits = None
-    if extractor.logits_weight is not None:
-        logits = f"sha256:{results.file_digest(logits_path, 'sha256')}"
+    networks = {f: extractors[extractor_of(f)].describe(f) for f in sorted(plan.extract)}
     return {"model": info.name, "weights": weights_with_decoder(info.weights, getattr(sampler, "decoder_weights", None)),
             "dtype": str(getattr(sampler, "dtype", "")), "num_samples": num_samples, "seed": seed,
-            "guidance": guidance, "metrics": sorted(metrics), "mode": mode, "reference": _source_digest(reference),
-            "network": extractor.network, "inception_score_weights": logits, "shard_size": shard_size,
-            "save_samples": save_samples, "device_type": torch.device(device).type, "nfebench_version": __version__,
-            **(settings or {})}
+            "guidance": guidance, "metrics": sorted(plan.metrics), "mode": options.mode,
+            "reference": _source_digest(reference), "networks": networks, "metric_options": options.settings(),
+            "shard_size": shard_size, "save_samples": save_samples, "device_type": torch.device(device).type,
+            "nfebench_version": __version__, **(settings or {})}
 
 
 def evaluate_sampler(sampler, reference, *, num_samples: int, batch_size: int, seed: int,
-                     guidance: float | None = None, metrics: tuple[str, ...] = DEFAULT_METRICS, mode: str = ADM,
-                     device: str = "cpu", logits_path: str | None = None,
+                     guidance: float | None = None, metrics: tuple[str, ...] = DEFAULT_METRICS,
+                     options: MetricOptions = MetricOptions(), device: str = "cpu",
                      save_samples: str | Path | None = None, work_dir: str | Path | None = None,
                      shard_size: int = DEFAULT_SHARD_SIZE, world: World | None = None,
                      settings: dict | None = None) -> tuple[list[MetricValue], list[str], dict]:
@@ -601,13 +847,12 @@ def evaluate_sampler(sampler, reference, *, num_samples: int, batch_size: int, s
             that are not torch tensors (JAX, numpy) are converted.
         reference: what `open_source` returns for the reference (ADM batch, statistics, images).
         num_samples: N; FID is reported with it (50,000 for the standard FID-50K).
-        batch_size: images per generate/decode/Inception call.
+        batch_size: images per generate/decode/network call.
         seed: noise and labels of sample i come from (seed, i) (`harness.seeding`).
         guidance: classifier-free guidance scale passed to the sampler (None: its default).
-        metrics: subset of ``fid, is, sfid, pr``.
-        mode: ``adm`` or ``clean`` preprocessing.
-        device: device of the Inception network.
-        logits_path: torch-fidelity's Inception weight file for IS (default: looked up).
+        metrics: names from `METRIC_CHOICES`.
+        options: mode, KID subsets, bootstrap replicates, weight files (`MetricOptions`).
+        device: device of the feature networks (and of KID, precision/recall, the bootstrap).
         save_samples: write the uint8 samples as an ADM sample batch (.npz) here.
         work_dir: keep shards, manifest and result here (`harness.workdir`): a rerun resumes,
             a finished run is reported again without work, other settings are refused.
@@ -624,20 +869,23 @@ def evaluate_sampler(sampler, reference, *, num_samples: int, batch_size: int, s
 
         values, skipped, ctx = evaluate_sampler(load_sampler("rf-b2"), open_source("ref.npz"),
                                                 num_samples=1000, batch_size=50, seed=0,
-                                                work_dir="runs/rf-b2-fid1k")
+                                                metrics=("fid", "kid"), work_dir="runs/rf-b2-fid1k")
     """
     from tqdm.auto import tqdm
 
     if num_samples < MIN_SAMPLES:
         raise InputError(f"--num-samples must be at least {MIN_SAMPLES}, got {num_samples}")
     check_batch_size(batch_size)
-    check_mode(mode)
-    check_reference(reference, metrics, mode)
+    options.check()
     world = world or World()
     shards = shard_ranges(num_samples, shard_size)
-    extractor = run_checked(world, lambda: _extractor(device, logits_path, metrics))
-    context = {"mode": mode, "network": extractor.network, "reference": str(getattr(reference, "path", reference)),
-               "quantization": QUANTIZATION, "world_size": world.size, "shard_size": shard_size,
+    extractors, plan, skipped = run_checked(world, lambda: open_extractors(metrics, options, device))
+    check_reference(reference, plan, options.mode)
+    inception = extractors.get("inception")
+    context = {"mode": options.mode, "network": inception.network if inception else "",
+               "extractor_networks": {name: ext.network for name, ext in extractors.items()},
+               "reference": str(getattr(reference, "path", reference)), "quantization": QUANTIZATION,
+               "world_size": world.size, "shard_size": shard_size,
                "work_dir": None if work_dir is None else str(work_dir)}
     with contextlib.ExitStack() as stack:
         wd: WorkDir | None = None
@@ -651,9 +899,9 @@ def evaluate_sampler(sampler, reference, *, num_samples: int, batch_size: int, s
                 wd = WorkDir(stack.enter_context(tempfile.TemporaryDirectory(prefix="nfebench-eval-", dir=where)), {})
             else:
                 wd = WorkDir(work_dir, run_manifest(
-                    sampler, reference, extractor, num_samples=num_samples, seed=seed, guidance=guidance,
-                    metrics=metrics, mode=mode, device=device, shard_size=shard_size,
-                    save_samples=bool(save_samples), logits_path=logits_path, settings=settings))
+                    sampler, reference, extractors, plan, options, num_samples=num_samples, seed=seed,
+                    guidance=guidance, device=device, shard_size=shard_size, save_samples=bool(save_samples),
+                    settings=settings))
             wd.open()
             finished = wd.result()
             return {"done": [] if finished else wd.done(shards), "finished": finished}
@@ -662,10 +910,10 @@ def evaluate_sampler(sampler, reference, *, num_samples: int, batch_size: int, s
         if state["finished"] is not None:  # a finished run: reported again, not redone
             stored = state["finished"]
             values = [MetricValue(**v) for v in stored["values"]] if world.is_root else []
-            return values, stored["skipped"], {**stored["context"], "reused": True}
+            return values, skipped, {**stored["context"], "reused": True}
         todo = [s for s, done in enumerate(state["done"]) if not done]
         done_images = num_samples - sum(len(shards[s]) for s in todo)
-        spatial, keep_images = "sfid" in metrics, bool(save_samples)
+        keep_images = bool(save_samples)
         bar = stack.enter_context(tqdm(total=num_samples, initial=done_images, desc=f"eval {sampler.info.name}",
                                        unit="img", disable=not world.is_root))
         for assignment in rounds(todo, world.size):
@@ -674,8 +922,8 @@ def evaluate_sampler(sampler, reference, *, num_samples: int, batch_size: int, s
             def work():
                 if mine is None:
                     return None
-                return mine, _shard_features(sampler, extractor, shards[mine], batch_size=batch_size, seed=seed,
-                                             guidance=guidance, mode=mode, spatial=spatial, keep_images=keep_images,
+                return mine, _shard_features(sampler, extractors, shards[mine], batch_size=batch_size, seed=seed,
+                                             guidance=guidance, features=plan.stored, keep_images=keep_images,
                                              bar=bar if world.is_root else None)
 
             parts = run_and_exchange(world, work)
@@ -691,7 +939,8 @@ def evaluate_sampler(sampler, reference, *, num_samples: int, batch_size: int, s
         bar.close()
         # The other ranks wait for rank 0's merge: a failure there fails them too, and every
         # process leaves the process group together.
-        values, skipped = run_on_root(world, lambda: _finish(
-            wd, sampler, reference, extractor, context, num_samples=num_samples, num_shards=len(shards),
-            metrics=metrics, mode=mode, batch_size=batch_size, save_samples=save_samples, keep=work_dir is not None))
+        values = run_on_root(world, lambda: _finish(
+            wd, sampler, reference, extractors, plan, options, context, num_samples=num_samples,
+            num_shards=len(shards), batch_size=batch_size, device=device, save_samples=save_samples,
+            keep=work_dir is not None))
     return (values, skipped, context) if world.is_root else ([], skipped, context)

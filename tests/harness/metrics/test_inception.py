@@ -107,7 +107,7 @@ def test_adm_mode_equals_torch_fidelity_resize(extractor):
     imgs = torch.from_numpy(make_images(3, 2, size=64)).permute(0, 3, 1, 2)  # (2, 3, 64, 64)
     x = interpolate_bilinear_2d_like_tensorflow1x(imgs.float(), size=(299, 299), align_corners=False)
     expected = extractor.net((x - 128) / 128)
-    torch.testing.assert_close(extractor(imgs, "adm")["pool"], expected, rtol=0, atol=0)
+    torch.testing.assert_close(extractor(imgs, {"pool"})["pool"], expected, rtol=0, atol=0)
 
 
 def _cleanfid_network():
@@ -127,20 +127,21 @@ def test_clean_mode_equals_clean_fid(folders, extractor):
     _cleanfid_network()
     model = build_feature_extractor("clean", torch.device("cpu"), use_dataparallel=False)
     theirs, ours = [], []
+    clean = {"inception": InceptionFeatures("cpu", mode="clean")}
     for folder in folders:
         theirs.append(cfid.get_folder_features(str(folder), model, num_workers=0, batch_size=4,
                                                device=torch.device("cpu"), mode="clean", verbose=False))
-        ours.append(collect(open_source(folder), extractor, ("fid",), "clean", 4, keep_features=True))
-        np.testing.assert_allclose(ours[-1].features(), theirs[-1], rtol=1e-4, atol=1e-5)
-    a, b = ours
-    value = frechet_distance(a.pool.mean, a.pool.covariance, b.pool.mean, b.pool.covariance)
+        ours.append(collect(open_source(folder), clean, frozenset({"pool"}), frozenset({"pool"}), 4))
+        np.testing.assert_allclose(ours[-1].features("pool"), theirs[-1], rtol=1e-4, atol=1e-5)
+    a, b = (o.stats["pool"] for o in ours)
+    value = frechet_distance(a.mean, a.covariance, b.mean, b.covariance)
     expected = cfid.compute_fid(str(folders[0]), str(folders[1]), mode="clean", num_workers=0, batch_size=4,
                                 device=torch.device("cpu"), verbose=False, use_dataparallel=False)
     assert expected == pytest.approx(cfid.fid_from_feats(*theirs), rel=1e-9)
     assert value == pytest.approx(expected, rel=1e-3)
     assert value > 1.0  # the two folders differ: not a vacuous 0 == 0
-    adm = extractor(make_images(0, 1), "adm")["pool"]
-    assert not torch.allclose(adm, torch.from_numpy(a.features()[:1]))  # the mode named in a row matters
+    adm = extractor(make_images(0, 1), {"pool"})["pool"]
+    assert not torch.allclose(adm, torch.from_numpy(ours[0].features("pool")[:1]))  # the mode named in a row matters
 
 
 def test_bad_images_are_refused(extractor):
@@ -151,7 +152,9 @@ def test_bad_images_are_refused(extractor):
     with pytest.raises(InputError, match="4 dimensions"):
         extractor(np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(InputError, match="unknown preprocessing mode 'tf'"):
-        extractor(np.zeros((1, 8, 8, 3), np.uint8), "tf")
+        InceptionFeatures("cpu", mode="tf")
+    with pytest.raises(InputError, match="inception does not give the feature.*logits"):
+        extractor(np.zeros((1, 8, 8, 3), np.uint8), {"pool", "logits"})  # no IS weights were given
 
 
 def test_quantize_is_adm_rule():
