@@ -210,7 +210,7 @@ def run_checked(world: World, work: Callable[[], Any]) -> Any:
 
     Example::
 
-        sampler = run_checked(world, lambda: load_sampler("rf-b2", device=device))
+        sampler = run_checked(world, lambda: load_sampler("sit-b2", device=device))
     """
     error: BaseException | None = None
     result: Any = None

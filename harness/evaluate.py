@@ -27,7 +27,7 @@ Example::
 
     from adapters import load_sampler
     from harness.evaluate import evaluate_sampler, open_source
-    s = load_sampler("rf-b2", checkpoint="rf-b2.pt")
+    s = load_sampler("sit-b2", checkpoint="sit-b2.pt")
     values, skipped, ctx = evaluate_sampler(s, open_source("VIRTUAL_imagenet256_labeled.npz"),
                                             num_samples=50_000, batch_size=64, seed=0)
     values[0].value, values[0].ci_low, values[0].ci_high
@@ -867,9 +867,9 @@ def evaluate_sampler(sampler, reference, *, num_samples: int, batch_size: int, s
 
     Example::
 
-        values, skipped, ctx = evaluate_sampler(load_sampler("rf-b2"), open_source("ref.npz"),
+        values, skipped, ctx = evaluate_sampler(load_sampler("sit-b2"), open_source("ref.npz"),
                                                 num_samples=1000, batch_size=50, seed=0,
-                                                metrics=("fid", "kid"), work_dir="runs/rf-b2-fid1k")
+                                                metrics=("fid", "kid"), work_dir="runs/sit-b2-fid1k")
     """
     from tqdm.auto import tqdm
 

@@ -11,7 +11,7 @@ say); the first pair naming it is its leaderboard teacher.
 Example::
 
     teacher_of("biflow-b2")          # "itarflow-b2"
-    pairs_among(["rf-b2", "biflow-b2", "itarflow-b2"])   # [("biflow-b2", "itarflow-b2")]
+    pairs_among(["sit-b2", "biflow-b2", "itarflow-b2"])   # [("biflow-b2", "itarflow-b2")]
 """
 
 from __future__ import annotations

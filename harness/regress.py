@@ -167,7 +167,7 @@ def _index(rows: list[dict], name: str) -> dict[tuple, dict]:
 
 
 def describe(setting: dict) -> str:
-    """A setting as short text, the machine left out (both runs share it): ``rf-b2 float32 b8 decode=off``."""
+    """A setting as short text, the machine left out (both runs share it): ``sit-b2 float32 b8 decode=off``."""
     parts = [setting["model"], setting["dtype"]]
     if setting["compiled"] not in ("", "False", "none"):
         parts.append(f"compiled={setting['compiled']}")

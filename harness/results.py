@@ -193,7 +193,7 @@ class RunFile:
     Example::
 
         run = RunFile("results/runs/cpu-demo.csv")
-        run.add(model="rf-b2", metric=MS_PER_IMAGE, value=12.5, n=10, ...)
+        run.add(model="sit-b2", metric=MS_PER_IMAGE, value=12.5, n=10, ...)
     """
 
     def __init__(self, path: str | Path, provenance: Mapping[str, Any] | None = None, *, append: bool = False):

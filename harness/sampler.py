@@ -58,7 +58,7 @@ class Sampler(Protocol):
 
     Example::
 
-        s = load_sampler("rf-b2")
+        s = load_sampler("sit-b2")
         z = torch.randn(2, *s.info.sample_shape)
         x = s.generate(z, torch.tensor([1, 2]))   # (2, 4, 32, 32)
         img = s.decode(x)                          # (2, 3, 256, 256)

@@ -18,7 +18,7 @@ does the missing shards only.
 
 Example::
 
-    wd = WorkDir("runs/rf-fid50k", {"model": "rf-b2", "num_samples": 50000, ...})
+    wd = WorkDir("runs/rf-fid50k", {"model": "sit-b2", "num_samples": 50000, ...})
     wd.open()                       # refuses a directory started with other settings
     done = wd.done(shard_ranges(50000, 1000))
 """

@@ -1,6 +1,11 @@
 """Rectified Flow and MeanFlow on a DiT backbone: nfebench's own reconstructions (no released
 checkpoint loads into them), and the mini track's one-step Rectified Flow, ``rf-mini``.
 
+The ImageNet Rectified Flow baselines are SiT's released checkpoints (``sit-b2``, ``sit-xl2``
+in adapters/sit, the same DiT with SiT's time convention); the look-alikes ``rf-b2`` and
+``rf-xl2`` that stood here before them were retired. The sampler here stays for models
+trained with this module's convention (x_t = (1 - t) x0 + t noise), such as ``rf-mini``.
+
 `model` holds the DiT and both samplers, `jax_port` the Flax port, `train` the
 flow-matching objective. This module registers the size variants.
 """
@@ -13,10 +18,6 @@ JAX_PORT = "adapters.flowmatch.jax_port"
 B2 = FlowMatchConfig()  # DiT-B/2: depth 12, width 768, 12 heads
 XL2 = FlowMatchConfig(hidden_size=1152, depth=28, num_heads=16)  # DiT-XL/2
 
-register("rf-b2", family="rectified-flow", config=B2, build=build_rectified_flow, jax_port=JAX_PORT,
-         description="Rectified Flow velocity net, DiT-B/2 (~130M), k-step Euler, 1 step by default")
-register("rf-xl2", family="rectified-flow", config=XL2, build=build_rectified_flow, jax_port=JAX_PORT,
-         description="Rectified Flow velocity net, DiT-XL/2 (~675M), k-step Euler, 1 step by default")
 register("meanflow-b2", family="meanflow", config=B2, build=build_meanflow, jax_port=JAX_PORT,
          description="MeanFlow-B/2 (~131M), one step x0 = x1 - u(x1, 0, 1), arXiv 2505.13447")
 register("meanflow-xl2", family="meanflow", config=XL2, build=build_meanflow, jax_port=JAX_PORT,

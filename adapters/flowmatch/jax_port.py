@@ -16,8 +16,8 @@ Example::
 
     >>> import jax, jax.numpy as jnp
     >>> from adapters import load_sampler
-    >>> s = load_sampler("rf-b2", hidden_size=64, depth=2, num_heads=4, input_size=8, num_classes=10)
-    >>> params = convert_params(s.net.state_dict(), s.config, "rf-b2")
+    >>> s = load_sampler("rf-mini", hidden_size=64, depth=2, num_heads=4)
+    >>> params = convert_params(s.net.state_dict(), s.config, "rf-mini")
     >>> generate = jax.jit(make_generate(s.config, "rectified-flow"), static_argnames=("guidance", "steps"))
     >>> generate(params, jnp.zeros((2, 4, 8, 8)), jnp.array([1, 2]), guidance=1.5, steps=2).shape
     (2, 4, 8, 8)

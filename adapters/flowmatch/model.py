@@ -3,9 +3,10 @@
 The backbone follows facebookresearch/DiT (adaLN-Zero blocks, fixed 2-D sin-cos
 positions, sinusoidal timestep MLP, class table with a null row for guidance) and uses its
 parameter names and output token layout, so a DiT/SiT-layout state_dict with
-``learn_sigma=False`` loads unchanged. Variants: ``rf-b2`` / ``rf-xl2`` (velocity network,
-k-step Euler, 1 step by default) and ``meanflow-b2`` / ``meanflow-xl2`` (average-velocity
-network conditioned on two times, arXiv 2505.13447).
+``learn_sigma=False`` loads unchanged (SiT's adapter, adapters/sit, builds on it). Samplers:
+Rectified Flow (velocity network, k-step Euler, 1 step by default; ``rf-mini``) and MeanFlow
+(``meanflow-b2`` / ``meanflow-xl2``, an average-velocity network conditioned on two times,
+arXiv 2505.13447).
 
 Time convention for both: x_t = (1 - t) * x0 + t * noise, so t = 1 is noise and t = 0 is
 data; the instantaneous velocity is v = noise - x0 and samplers integrate from t = 1 to 0.

@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("torch", "jax"),
                    help="torch (default), or jax: the Flax ports with the same weights, XLA-compiled, the batch split "
                         "over every local device of --device (cpu, gpu, tpu; auto: JAX's default)")
-    p.add_argument("--models", type=_ids, help="comma-separated model ids (default: the four B/2 models)")
+    p.add_argument("--models", type=_ids, help="comma-separated model ids (default: the B/2 models of the cpu preset)")
     p.add_argument("--batch-sizes", type=_ints, help=_help("batch_sizes"))
     p.add_argument("--decode", choices=DECODE_CHOICES, help=_help("decode"))
     p.add_argument("--decode-batch-sizes", type=_ints, help=_help("decode_batch_sizes"))

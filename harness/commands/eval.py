@@ -10,9 +10,9 @@ resumes where it stopped (`harness.workdir`).
 
 Example::
 
-    nfebench eval --model rf-b2 --checkpoint rf-b2.pt --num-samples 50000 \\
+    nfebench eval --model sit-b2 --checkpoint sit-b2.pt --num-samples 50000 \\
         --ref VIRTUAL_imagenet256_labeled.npz --batch-size 64 --seed 0 --metrics fid,is,sfid,pr \\
-        --save-samples samples.npz --work-dir runs/rf-b2-fid50k --out results/runs/rf-b2-fid50k.csv
+        --save-samples samples.npz --work-dir runs/sit-b2-fid50k --out results/runs/sit-b2-fid50k.csv
     torchrun --standalone --nproc_per_node=8 -m harness.cli eval ...   # the same, on 8 GPUs
 """
 

@@ -78,7 +78,15 @@ from harness.timing.memory import PeakMemory
 from harness.timing.peaks import flops_per_image, mfu, peak_flops
 from harness.timing.stats import DEFAULT_CI_TARGET, ratio_interval, summarise, warning_text
 
-B2_MODELS = ("biflow-b2", "itarflow-b2", "rf-b2", "meanflow-b2")
+# The B/2-sized models of the main job: BiFlow and its teacher, SiT (the released Rectified Flow
+# checkpoints, one Euler step), MeanFlow, and the released one-step models iMF-B/2 and pMF-B/16
+# (pixel space, so its decode=on row is its whole cost).
+B2_MODELS = ("biflow-b2", "itarflow-b2", "sit-b2", "meanflow-b2", "imf-b2", "pmf-b16")
+# The CI gate's timings: the pair whose ratio is the headline, and one DiT-backbone baseline.
+CI_MODELS = ("biflow-b2", "itarflow-b2", "sit-b2", "meanflow-b2")
+# Accelerator presets add the XL-sized models the leaderboard ranks beside their published rows.
+GPU_MODELS = B2_MODELS + ("sit-xl2", "imf-xl2", "pmf-h16")
+TPU_MODELS = B2_MODELS + ("itarflow-xl2", "sit-xl2", "imf-xl2", "pmf-h16")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DECODE_CHOICES = ("on", "off", "both")
 COMPILE_CHOICES = ("none", "torch", "both")
@@ -134,12 +142,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(models=B2_MODELS, batch_sizes=(1, 4), decode="both", decode_batch_sizes=(1,), device="cpu",
                 dtype="float32", compile="none", warmup=1, repeats=20, max_time=15.0),
     # The CI regression gate (.ci/regress): generators only, batch 1, about a minute.
-    "ci": dict(models=B2_MODELS, batch_sizes=(1,), decode="off", device="cpu", dtype="float32",
+    "ci": dict(models=CI_MODELS, batch_sizes=(1,), decode="off", device="cpu", dtype="float32",
                compile="none", warmup=1, repeats=5, max_time=3.0),
-    "gpu": dict(models=B2_MODELS, batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256), decode="both", device="cuda",
+    "gpu": dict(models=GPU_MODELS, batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256), decode="both", device="cuda",
                 dtype="bfloat16", compile="both", warmup=3, repeats=50, max_time=10.0),
     # tox -e bench-tpu: the JAX ports on every local TPU chip, the batch split over them.
-    "tpu": dict(backend="jax", models=("biflow-b2", "itarflow-b2", "itarflow-xl2", "rf-b2", "meanflow-b2"),
+    "tpu": dict(backend="jax", models=TPU_MODELS,
                 batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256), decode="both", device="tpu", dtype="bfloat16",
                 compile="none", warmup=2, repeats=50, max_time=10.0),
 }
@@ -682,7 +690,7 @@ def run_sweep(config: SweepConfig, out: str | Path, pyperf_json: str | Path | No
 
     Example::
 
-        >>> cfg = with_preset("cpu", models=("rf-b2",), batch_sizes=(1,), decode="off")
+        >>> cfg = with_preset("cpu", models=("sit-b2",), batch_sizes=(1,), decode="off")
         >>> res = run_sweep(cfg, "results/local/rf.csv", "results/local/rf.pyperf.json")
         >>> {r["metric"] for r in res.rows} >= {"ms_per_image", "images_per_s"}
         True

@@ -10,8 +10,15 @@ from harness.sampler import Sampler
 
 EXPECTED_IDS = {
     "tarflow", "tarflow-afhq256", "tarflow-imagenet64", "tarflow-imagenet128", "itarflow-b2", "itarflow-xl2",
-    "biflow-b2", "biflow-xl2", "rf-b2", "rf-xl2", "meanflow-b2", "meanflow-xl2",
+    "biflow-b2", "biflow-xl2", "meanflow-b2", "meanflow-xl2", "rf-mini",
+    "sit-b2", "sit-l2", "sit-xl2", "imf-b2", "imf-m2", "imf-l2", "imf-xl2",
+    "pmf-b16", "pmf-l16", "pmf-h16", "pmf-b32", "pmf-l32", "pmf-h32",
 }
+
+
+def test_retired_lookalikes_are_gone():
+    # rf-b2 / rf-xl2 were DiT look-alikes no checkpoint loaded; sit-b2 / sit-xl2 are the released ones.
+    assert not {"rf-b2", "rf-xl2"} & set(list_models())
 
 
 def test_builtin_ids_are_registered():
@@ -19,7 +26,7 @@ def test_builtin_ids_are_registered():
 
 
 def test_unknown_id_lists_known_ids_and_nearest_match():
-    with pytest.raises(InputError, match=r"unknown model id 'biflow-b3'\. Did you mean 'biflow-b2'\?.*rf-b2"):
+    with pytest.raises(InputError, match=r"unknown model id 'biflow-b3'\. Did you mean 'biflow-b2'\?.*sit-b2"):
         load_sampler("biflow-b3")
 
 

@@ -35,7 +35,7 @@ def test_cuda_without_cuda_is_an_input_error(name):
 def test_commands_exit_2_on_bad_devices_and_batch_sizes(tmp_path, capsys):
     ref = image_folder(tmp_path)
     out = tmp_path / "run.csv"
-    assert main(["eval", "--model", "rf-b2", "--num-samples", "4", "--ref", ref, "--batch-size", "2",
+    assert main(["eval", "--model", "sit-b2", "--num-samples", "4", "--ref", ref, "--batch-size", "2",
                  "--seed", "0", "--device", "cuda", "--out", str(out)]) == 2
     assert "sees no CUDA device" in capsys.readouterr().err and not out.exists()
     with pytest.raises(SystemExit) as exit_:
@@ -46,7 +46,7 @@ def test_commands_exit_2_on_bad_devices_and_batch_sizes(tmp_path, capsys):
 def test_eval_refuses_a_foreign_out_file_before_sampling(tmp_path, capsys):
     out = tmp_path / "notes.csv"
     out.write_text("a,b\n1,2\n")
-    assert main(["eval", "--model", "rf-b2", "--num-samples", "4", "--ref", image_folder(tmp_path),
+    assert main(["eval", "--model", "sit-b2", "--num-samples", "4", "--ref", image_folder(tmp_path),
                  "--batch-size", "2", "--seed", "0", "--out", str(out)]) == 2
     assert "lacks the result columns" in capsys.readouterr().err
     assert out.read_text() == "a,b\n1,2\n"

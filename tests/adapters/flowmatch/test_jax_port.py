@@ -9,10 +9,12 @@ import torch
 from adapters.flowmatch import jax_port as dit
 from harness.errors import InputError
 
-TINY = dict(hidden_size=64, depth=2, num_heads=4, input_size=8, num_classes=10)
-FAMILY = {"rf-b2": "rectified-flow", "meanflow-b2": "meanflow"}
+TINY = dict(hidden_size=64, depth=2, num_heads=4, input_size=8, num_classes=10, in_channels=4, space="latent")
+FAMILY = {"rf-mini": "rectified-flow", "meanflow-b2": "meanflow"}
 # MeanFlow built with a trained-in scale of 0.5, so its accepted guidance is non-zero.
-OVERRIDES = {"rf-b2": TINY, "meanflow-b2": {**TINY, "guidance": 0.5}}
+OVERRIDES = {"rf-mini": TINY, "meanflow-b2": {**TINY, "guidance": 0.5}}
+# DiT-B/2 on the 4x32x32 latent, the size of the retired rf-b2 (and of sit-b2)
+RF_B2 = dict(hidden_size=768, depth=12, num_heads=12, input_size=32, in_channels=4, num_classes=1000, space="latent")
 TOL = 1e-4  # max abs difference, float32, outputs of scale ~1-5
 
 
@@ -39,11 +41,11 @@ def jax_inputs(noise, labels, dtype=jnp.float32):
 
 
 @pytest.mark.parametrize("model,guidance,steps,use_labels", [
-    ("rf-b2", 0.0, 1, True),
-    ("rf-b2", 0.0, 2, False),
-    ("rf-b2", 1.5, 1, True),
-    ("rf-b2", 1.5, 2, True),
-    ("rf-b2", 0.0, None, True),  # config.steps
+    ("rf-mini", 0.0, 1, True),
+    ("rf-mini", 0.0, 2, False),
+    ("rf-mini", 1.5, 1, True),
+    ("rf-mini", 1.5, 2, True),
+    ("rf-mini", 0.0, None, True),  # config.steps
     ("meanflow-b2", 0.5, 1, True),
     ("meanflow-b2", 0.5, 2, False),
 ])
@@ -60,14 +62,14 @@ def test_matches_torch(models, model, guidance, steps, use_labels):
 
 
 def test_guidance_changes_the_rf_sample(models):
-    s, params, generate = models["rf-b2"]
+    s, params, generate = models["rf-mini"]
     x = jax_inputs(*inputs())
     diff = generate(params, *x, guidance=1.5, steps=1) - generate(params, *x, guidance=0.0, steps=1)
     assert float(jnp.abs(diff).max()) > 0.1
 
 
 def test_bfloat16_close_to_float32(models):
-    s, params, generate = models["rf-b2"]  # guided and two steps: every DiT path but MeanFlow's h embedder
+    s, params, generate = models["rf-mini"]  # guided and two steps: every DiT path but MeanFlow's h embedder
     noise, labels = inputs()
     ref = np.asarray(generate(params, *jax_inputs(noise, labels), guidance=1.5, steps=2))
     p16 = jax.tree.map(lambda a: jnp.asarray(a, jnp.bfloat16), params)
@@ -77,9 +79,9 @@ def test_bfloat16_close_to_float32(models):
 
 
 @pytest.mark.slow
-def test_full_size_rf_b2_matches_torch(make_random_sampler):
-    s = make_random_sampler("rf-b2", seed=2)
-    params = dit.convert_params(s.net.state_dict(), s.config, "rf-b2")
+def test_full_size_rf_at_b2_matches_torch(make_random_sampler):
+    s = make_random_sampler("rf-mini", seed=2, **RF_B2)
+    params = dit.convert_params(s.net.state_dict(), s.config, "rf-mini")
     noise, labels = inputs(n=1, size=32)
     ref = s.generate(noise, labels, guidance=0.0).numpy()
     generate = jax.jit(dit.make_generate(s.config, "rectified-flow"), static_argnames=("guidance", "steps"))
@@ -89,10 +91,10 @@ def test_full_size_rf_b2_matches_torch(make_random_sampler):
 
 
 @pytest.mark.parametrize("model,guidance,labels,steps", [
-    ("rf-b2", 1.0, None, 1),  # guidance without labels
-    ("rf-b2", 0.0, True, 0),
-    ("rf-b2", 0.0, True, 1.5),
-    ("rf-b2", float("nan"), True, 1),
+    ("rf-mini", 1.0, None, 1),  # guidance without labels
+    ("rf-mini", 0.0, True, 0),
+    ("rf-mini", 0.0, True, 1.5),
+    ("rf-mini", float("nan"), True, 1),
     ("meanflow-b2", 0.0, True, 1),  # not the trained scale
     ("meanflow-b2", 0.5, True, -1),
 ])
@@ -108,15 +110,15 @@ def test_refuses_what_torch_refuses_with_the_same_message(models, model, guidanc
 
 
 def test_conversion_names_every_bad_tensor(models):
-    s, _, _ = models["rf-b2"]
+    s, _, _ = models["rf-mini"]
     sd = dict(s.net.state_dict())
     del sd["blocks.1.attn.proj.bias"]
     sd["blocks.0.attn.extra"] = torch.zeros(3)
     sd["final_layer.linear.weight"] = torch.zeros(5, 64)
     with pytest.raises(InputError) as err:
-        dit.convert_params(sd, s.config, "rf-b2")
+        dit.convert_params(sd, s.config, "rf-mini")
     msg = str(err.value)
-    assert "rf-b2" in msg and "missing tensors: blocks.1.attn.proj.bias" in msg
+    assert "rf-mini" in msg and "missing tensors: blocks.1.attn.proj.bias" in msg
     assert "unexpected tensors: blocks.0.attn.extra" in msg
     assert "mis-shaped tensors: final_layer.linear.weight (file (5, 64), expected (16, 64))" in msg
 
@@ -125,7 +127,7 @@ def test_family_mismatch_is_named(models):
     mf, _, _ = models["meanflow-b2"]
     with pytest.raises(InputError, match="unexpected tensors: h_embedder.mlp.0.bias"):
         dit.convert_params(mf.net.state_dict(), mf.config, "meanflow-b2", family="rectified-flow")
-    rf, rf_params, _ = models["rf-b2"]
+    rf, rf_params, _ = models["rf-mini"]
     generate = dit.make_generate(rf.config, "meanflow", name="x")
     with pytest.raises(InputError, match="not a meanflow network"):
         generate(rf_params, *jax_inputs(*inputs()), guidance=0.0)

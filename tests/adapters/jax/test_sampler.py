@@ -119,21 +119,21 @@ def test_a_batch_split_over_two_devices_gives_the_same_samples(tmp_path):
         from harness.seeding import sample_noise, sample_labels
         import torch
         from adapters import load_sampler
-        kw = dict(hidden_size=32, depth=1, num_heads=2, input_size=4, num_classes=10)
-        net = load_sampler("rf-b2", **kw).net
+        kw = dict(hidden_size=32, depth=1, num_heads=2, input_size=4, num_classes=10, in_channels=4, space="latent")
+        net = load_sampler("rf-mini", **kw).net
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for p in net.parameters():  # adaLN-Zero's zeros would make the output the input
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
         torch.save(net.state_dict(), {str(tmp_path / "rf.pt")!r})
         kw["checkpoint"] = {str(tmp_path / "rf.pt")!r}
-        two = load_jax_sampler("rf-b2", device="cpu", **kw)
+        two = load_jax_sampler("rf-mini", device="cpu", **kw)
         noise, labels = sample_noise(0, range(4), two.info.sample_shape), sample_labels(0, range(4), 10)
         call, _ = two.compile("off", 4, guidance=1.0)
         args = two.arguments("off", 4, noise, labels)
         assert call.num_devices == 2 and len(args[2].sharding.device_set) == 2
         out_two = np.asarray(call.call(args))
-        one = load_jax_sampler("rf-b2", device="cpu", **kw)
+        one = load_jax_sampler("rf-mini", device="cpu", **kw)
         one.devices = one.devices[:1]
         out_one = np.asarray(one.generate(noise, labels, guidance=1.0))
         diff = float(np.abs(out_two - out_one).max())

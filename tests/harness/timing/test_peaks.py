@@ -51,7 +51,7 @@ def test_mfu_of_a_known_flop_count():
 
 
 def test_flops_per_image_counts_nfe_and_the_decoder():
-    info = model_info("rf-b2", steps=4)  # 4 Euler steps: nfe counts each (x2 with guidance)
+    info = model_info("rf-mini", steps=4, input_size=32, in_channels=4, space="latent")  # 4 Euler steps: nfe counts each (x2 with guidance)
     assert flops_per_image(info) == pytest.approx(info.gflops * 1e9 * info.nfe)
     assert flops_per_image(info, decode=True) == pytest.approx(info.gflops * 1e9 * info.nfe + decoder_flops(256))
     assert flops_per_image(info, generator=False, decode=True) == decoder_flops(256)
