@@ -21,6 +21,23 @@ def unpatchify(tokens: torch.Tensor, patch_size: int, size: tuple[int, int]) -> 
     return F.fold(tokens.transpose(1, 2), size, patch_size, stride=patch_size)
 
 
+class PatchEmbed(nn.Module):
+    """(N, C, H, W) -> (N, T, D) by a stride-p convolution, tokens row-major (DiT's and iMF's
+    `x_embedder.proj`)."""
+
+    def __init__(self, patch_size: int, in_channels: int, hidden_size: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (N, T, D)
+
+    def flops(self, tokens: int) -> int:
+        """Matmul FLOPs per image (multiply-add = 2): the convolution is a linear map per patch."""
+        w = self.proj.weight
+        return 2 * tokens * w[0].numel() * w.shape[0]
+
+
 # ---------------------------------------------------------------------------
 # Transformer building blocks shared by the DiT backbone (Rectified Flow, MeanFlow)
 # and the BiFlow reverse model. Parameter names follow facebookresearch/DiT

@@ -26,7 +26,8 @@ from torch import nn
 
 from adapters.base import TorchSampler, count_params
 from adapters.checkpoint import load_checkpoint
-from adapters.layers import LabelEmbedder, TimestepEmbedder, TransformerBlock, init_linear_xavier, modulate, zero_adaln
+from adapters.layers import (LabelEmbedder, PatchEmbed, TimestepEmbedder, TransformerBlock, init_linear_xavier,
+                             modulate, zero_adaln)
 from harness.errors import InputError
 from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
 
@@ -43,17 +44,6 @@ def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:
         return torch.cat([out.sin(), out.cos()], dim=1)  # (T, dim/2)
 
     return torch.cat([one_axis(cols), one_axis(rows)], dim=1).float()  # (T, dim)
-
-
-class PatchEmbed(nn.Module):
-    """(N, C, H, W) -> (N, T, D) by a stride-p convolution (DiT's `x_embedder.proj`)."""
-
-    def __init__(self, patch_size: int, in_channels: int, hidden_size: int):
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)  # (N, T, D)
 
 
 class FinalLayer(nn.Module):
@@ -147,7 +137,7 @@ class DiT(nn.Module):
         """Matmul FLOPs of one forward per sample, multiply-add = 2 (what `FlopCounterMode` counts)."""
         tokens, d = self.grid ** 2, self.pos_embed.shape[-1]
         patch = self.patch_size ** 2 * self.in_channels
-        total = 2 * tokens * patch * d  # patch embedding
+        total = self.x_embedder.flops(tokens)
         total += sum(e.flops() for e in (self.t_embedder, self.h_embedder) if e is not None)
         total += sum(b.flops(tokens) for b in self.blocks)
         total += 2 * d * 2 * d + 2 * tokens * d * patch  # final adaLN and linear

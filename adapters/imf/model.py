@@ -43,7 +43,7 @@ from torch import nn
 
 from adapters.base import TorchSampler, count_params
 from adapters.checkpoint import CheckpointRef, load_checkpoint
-from adapters.layers import LabelEmbedder, RMSNorm, TimestepEmbedder
+from adapters.layers import LabelEmbedder, PatchEmbed, RMSNorm, TimestepEmbedder
 from adapters.vae import SD_VAE_MSE_REPO, LatentNorm, VAESpec
 from harness.errors import InputError
 from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
@@ -168,21 +168,6 @@ class FinalLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.norm(x))
-
-
-class PatchEmbed(nn.Module):
-    """(N, C, H, W) -> (N, T, D): a stride-p convolution, tokens row-major."""
-
-    def __init__(self, patch_size: int, in_channels: int, hidden_size: int):
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)  # (N, T, D)
-
-    def flops(self, tokens: int) -> int:
-        w = self.proj.weight
-        return 2 * tokens * w[0].numel() * w.shape[0]
 
 
 def _init_linear(layer: nn.Linear, constant: float) -> None:
