@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
+from throughput import images_per_s
 
 
 def hub_model(root: Path):
@@ -36,17 +36,6 @@ def hub_model(root: Path):
         return dinov2_vitl14(pretrained=False).eval().requires_grad_(False)
     finally:
         sys.path.remove(str(root))
-
-
-def images_per_s(fn, images: torch.Tensor, batch_size: int, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for lo in range(0, len(images), batch_size):
-        fn(images[lo:lo + batch_size])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return len(images) / (time.perf_counter() - t0)
 
 
 def main() -> None:

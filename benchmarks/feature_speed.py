@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 import torch
+from throughput import images_per_s
 
 
 def make_images(n: int, size: int) -> np.ndarray:
@@ -33,17 +33,6 @@ def make_images(n: int, size: int) -> np.ndarray:
     low = torch.rand(n, 3, 8, 8, generator=g)
     x = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (N, H, W, 3)
-
-
-def images_per_s(fn, images: np.ndarray, batch_size: int, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for lo in range(0, len(images), batch_size):
-        fn(images[lo:lo + batch_size])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return len(images) / (time.perf_counter() - t0)
 
 
 def main() -> None:

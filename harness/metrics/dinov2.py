@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from harness.errors import InputError
-from harness.metrics.features import FeatureExtractor, Unavailable
+from harness.metrics.features import FeatureExtractor, Unavailable, hub_checkpoint
 from harness.results import file_digest
 
 WEIGHTS_FILE = "dinov2_vitl14_pretrain.pth"
@@ -164,13 +164,7 @@ class VisionTransformer(nn.Module):
 def find_weights(explicit: str | Path | None = None) -> Path | None:
     """``dinov2_vitl14_pretrain.pth``: `explicit` (must exist), else the torch.hub checkpoint
     folder (``$TORCH_HOME/hub/checkpoints/``) if it is there, else None."""
-    if explicit is not None:
-        path = Path(explicit)
-        if not path.is_file():
-            raise InputError(f"--dinov2-weights {path} does not exist")
-        return path
-    path = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
-    return path if path.is_file() else None
+    return hub_checkpoint(WEIGHTS_FILE, explicit, "--dinov2-weights")
 
 
 def weights_missing_message() -> str:

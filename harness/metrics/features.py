@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from importlib import import_module
+from pathlib import Path
 from typing import Any, ClassVar, Collection
 
 import torch
@@ -135,3 +136,16 @@ def extract_all(extractors: dict[str, FeatureExtractor], images, wanted: Collect
         if mine:
             out.update(extractor(images, mine))
     return out
+
+
+def hub_checkpoint(filename: str, explicit: str | Path | None, option: str) -> Path | None:
+    """A weight file a feature network needs: `explicit` (given with `option`; it must exist),
+    else ``$TORCH_HOME/hub/checkpoints/<filename>``, where torch.hub keeps it, if it is there,
+    else None. Nothing is ever downloaded."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise InputError(f"{option} {path} does not exist")
+        return path
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return path if path.is_file() else None

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import InputError
-from harness.metrics.features import FeatureExtractor
+from harness.metrics.features import FeatureExtractor, hub_checkpoint
 from harness.metrics.preprocess import ADM, check_mode, inception_input
 from harness.results import file_digest
 
@@ -92,13 +92,7 @@ def load_network(path: str | None = None, device: str = "cpu") -> torch.jit.Scri
 def find_logits_file(explicit: str | Path | None = None) -> Path | None:
     """torch-fidelity's Inception weight file: `explicit` (must exist), else
     ``$TORCH_HOME/hub/checkpoints/<name>`` if present, else None."""
-    if explicit is not None:
-        path = Path(explicit)
-        if not path.is_file():
-            raise InputError(f"--inception-weights {path} does not exist")
-        return path
-    path = Path(torch.hub.get_dir()) / "checkpoints" / LOGITS_FILE
-    return path if path.is_file() else None
+    return hub_checkpoint(LOGITS_FILE, explicit, "--inception-weights")
 
 
 def load_logits_weight(path: str | Path, sha256_prefix: str | None = None) -> torch.Tensor:
