@@ -17,10 +17,13 @@ from harness.errors import InputError
 # name -> (module, one-line help). Lazy: `nfebench --help` imports no network code.
 COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("harness.commands.listing", "list registered model ids with their ModelInfo"),
-    "bench": ("harness.commands.bench", "time models over batch sizes, with and without decode (run file + pyperf JSON)"),
-    "fid": ("harness.commands.fid", "FID (and IS, sFID, precision/recall) between two image sets or statistics"),
+    "bench": ("harness.commands.bench", "time models and their settings over batch sizes, with and without decode, "
+                                        "each fast setting quality-checked (run file + pyperf JSON)"),
+    "fid": ("harness.commands.fid", "FID (and IS, sFID, precision/recall, density/coverage, KID, FD-DINOv2) between "
+                                    "two image sets or statistics"),
     "ref-stats": ("harness.commands.ref_stats", "reference statistics (.npz) from a folder of images or an image .npz"),
-    "eval": ("harness.commands.eval", "sample a model, measure FID/IS/sFID/precision/recall, write rows to a run file"),
+    "eval": ("harness.commands.eval", "sample a model, measure FID/IS/sFID/precision/recall/density/coverage/KID/"
+                                      "FD-DINOv2, write rows to a run file"),
     "leaderboard": ("harness.commands.leaderboard", "regenerate results/leaderboard.csv, leaderboard.md and pareto.png"),
     "regress": ("harness.commands.regress", "compare a run file with a baseline; exit 1 on a regression"),
     "track": ("harness.commands.track", "train (where missing), evaluate and time a track's small models: track mini"),

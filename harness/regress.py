@@ -47,8 +47,8 @@ from pathlib import Path
 
 from harness.errors import InputError
 from harness.leaderboard import records
-from harness.results import (CALIBRATION_MS, FID, FRAC_MATMUL_PEAK, IMAGES_PER_S, MFU, MS_PER_BATCH, MS_PER_IMAGE, OK,
-                             PEAK_MEM_MB, QUALITY_METRICS, SFID, SPEEDUP, read_run)
+from harness.results import (CALIBRATION_MS, FD_DINOV2, FID, FRAC_MATMUL_PEAK, IMAGES_PER_S, KID, MFU, MS_PER_BATCH,
+                             MS_PER_IMAGE, OK, PEAK_MEM_MB, QUALITY_METRICS, SFID, SPEEDUP, read_run)
 from harness.timing.stats import interval_or_spread
 
 SETTING = ("model", "nfe", "device", "device_name", "backend", "dtype", "compiled", "batch_size", "decode",
@@ -60,7 +60,9 @@ THROUGHPUTS = (IMAGES_PER_S, MFU)         # higher is better, scaled by the cali
 MEMORY = (PEAK_MEM_MB,)                   # lower is better, not scaled
 RATIOS = (SPEEDUP, FRAC_MATMUL_PEAK)      # higher is better, not scaled (both parts on one machine)
 TIMING = TIMES + THROUGHPUTS + MEMORY + RATIOS
-LOWER_IS_BETTER = (FID, SFID)         # among quality metrics; the rest of QUALITY_METRICS: higher
+# Lower is better among quality metrics; the rest of QUALITY_METRICS (IS, precision, recall, density,
+# coverage) is higher is better.
+LOWER_IS_BETTER = (FID, SFID, KID, FD_DINOV2)
 
 DEFAULT_TIME_RTOL = 0.10
 DEFAULT_METRIC_ATOL = 0.01

@@ -62,6 +62,10 @@ KID = "kid"  # value: mean over subsets; spread: std over subsets
 FD_DINOV2 = "fd_dinov2"  # Frechet distance of DINOv2 ViT-L/14 features (EDM2)
 # Each bench run times one fixed workload on its machine, so timings compare as ratios to it.
 CALIBRATION_MS = "calibration_ms"
+# The quality gate (`harness.quality`): a setting's samples against its reference setting's, on the
+# same noise and labels, in model space (largest and mean absolute difference over all entries).
+MAX_ABS_DEVIATION = "max_abs_deviation"
+MEAN_ABS_DEVIATION = "mean_abs_deviation"
 QUALITY_METRICS = (FID, IS, SFID, PRECISION, RECALL, DENSITY, COVERAGE, KID, FD_DINOV2)
 
 # Row status: "ok" rows have a value; "oom" and "error" rows record a point that failed.
@@ -79,8 +83,9 @@ COLUMNS = PROVENANCE_COLUMNS + SETTING_COLUMNS + MEASUREMENT_COLUMNS
 ADDED_IN = {2: ("ci_low", "ci_high", "stable", "quality")}
 NUMERIC_COLUMNS = ("value", "spread", "ci_low", "ci_high")  # empty cells read as NaN
 
-# The `quality` column: how a fast setting's samples compare with the reference setting's.
-VERIFIED, UNVERIFIED, FAILED = "verified", "unverified", "failed"
+# The `quality` column: how a fast setting's samples compare with the reference setting's
+# (`harness.quality`); REFERENCE marks the reference setting itself (float32, eager, exact decoding).
+VERIFIED, UNVERIFIED, FAILED, REFERENCE = "verified", "unverified", "failed", "reference"
 
 _VERSIONED_PACKAGES = ("torch", "numpy", "diffusers", "jax", "torch-fidelity", "clean-fid", "pyperf")
 

@@ -12,8 +12,20 @@ in miniature on scikit-learn's 8x8 digits (`harness.datasets`):
 then evaluates each with ``nfebench eval`` against the 500 held-out digits (FID in ``adm``
 mode, precision and recall), beside the same architecture with random weights (the exact
 initial weights training started from) and a snapshot taken halfway through training, and
-times the three with ``nfebench bench``. Run files go to ``results/runs/`` with ``mini`` in
-their names, with a JSON manifest saying which weights are which (steps, seed, loss).
+times the three trained models with ``nfebench bench`` (batch 1 and 64), every setting
+quality-gated with a FID of N samples on the same weights (`harness.quality`):
+
+- ``tarflow-mini`` at sequential decoding (the reference), Jacobi at tolerances 1e-2, 1e-3 and
+  1e-4, and GS-Jacobi at 1e-3 (`gs_jacobi_setting`: the plan of `gs_jacobi_plan` from the
+  training digits, as the authors plan on training images; the held-out digits are the FID
+  reference and are not used to tune the sampler);
+- ``biflow-mini`` and ``rf-mini`` at their defaults; ``biflow-mini`` is timed in alternating
+  rounds with every teacher setting, so its speed-up over each has an interval;
+- the three models again in bfloat16, each against its float32 FID.
+
+Run files go to ``results/local/`` by default (git-ignored, as bench's), the curated committed
+run to ``results/runs/`` (``nfebench track mini --out-dir results/runs``), with ``mini`` in
+their names and a JSON manifest saying which weights are which (steps, seed, loss).
 
 Checkpoints live in a cache folder (``$NFEBENCH_CACHE``, else ``~/.cache/nfebench``), under
 ``mini/<budget>/``, never in git. A cached checkpoint is used only if its sidecar vouches
@@ -47,8 +59,12 @@ from harness.results import atomic_write, new_provenance
 TEACHER, STUDENT, BASELINE = "tarflow-mini", "biflow-mini", "rf-mini"
 MODELS = (TEACHER, STUDENT, BASELINE)
 RANDOM, TRAINED, HALF = "random", "trained", "half"  # the roles of evaluated weights
-RUNS_DIR = Path("results/runs")
-MANIFEST_FORMAT = 1
+RUNS_DIR = Path("results/local")  # git-ignored; the committed run: --out-dir results/runs
+# Format history: 1 first; 2 the bench times trained checkpoints with the teacher's decodings and
+# bfloat16, quality-gated ("bench_bf16_file", "gs_jacobi", "setting_fids").
+MANIFEST_FORMAT = 2
+JACOBI_TOLS = (1e-2, 1e-3, 1e-4)  # the teacher's Jacobi settings
+GS_TOL = 1e-3  # GS-Jacobi's tolerance
 
 
 @dataclass(frozen=True)
@@ -65,8 +81,9 @@ class Budget:
     metrics: str = "fid,pr"
     seed: int = 0  # training seed; eval and bench use seed 0
     half: bool = True  # also evaluate the snapshot at half the steps (the schedule check)
-    bench: bool = True
+    bench: bool = True  # time the trained models, every setting with a FID of num_samples
     bench_batch_sizes: str = "1,64"
+    bench_max_time: float = 3.0  # seconds per point (`nfebench bench --max-time`)
     save_every: int = 250
 
     def key(self, model: str, steps: int, teacher_weights: str | None = None) -> dict:
@@ -197,6 +214,48 @@ def _nfebench(*args: str, cwd: Path | None = None) -> None:
         raise RuntimeError(f"`nfebench {' '.join(args)}` failed with exit status {done.returncode}")
 
 
+def gs_jacobi_setting(teacher: Checkpoint, split: Split) -> tuple[dict, dict]:
+    """The teacher's GS-Jacobi options and how they were chosen (for the manifest).
+
+    `gs_jacobi_plan` on `gs_jacobi_metrics` of 256 training digits, as the authors plan on
+    training images. When it ranks no block tough (every CRM within 2x of the median), its plan
+    is plain Jacobi; the block of the highest CRM is then cut into the paper's 8 segments
+    instead, so the setting is a GS-Jacobi one.
+    """
+    from adapters import load_sampler
+    from adapters.tarflow.gsjacobi import PAPER_TOUGH_SEGMENTS, gs_jacobi_metrics, gs_jacobi_plan
+
+    sampler = load_sampler(TEACHER, checkpoint=str(teacher.path))
+    metrics = gs_jacobi_metrics(sampler.net, split.train_x[:256], split.train_y[:256])
+    plan = gs_jacobi_plan(metrics, sampler.config.num_patches)
+    segments = list(plan.segments)
+    if plan.tough:
+        source = f"gs_jacobi_plan: tough blocks {list(plan.tough)}"
+    else:
+        top = max(metrics, key=lambda m: m.crm).block
+        segments[top] = PAPER_TOUGH_SEGMENTS
+        source = (f"gs_jacobi_plan ranked no block tough (CRM {[round(m.crm, 2) for m in metrics]}, none above "
+                  f"2x the median): block {top}, the highest CRM, in {PAPER_TOUGH_SEGMENTS} segments")
+    options = {"decoding": "gs-jacobi", "gs_segments": tuple(segments), "jacobi_tol": GS_TOL}
+    if any(i != "noise" for i in plan.init):
+        options["jacobi_init"] = plan.init
+    return options, {"source": source, "options": {k: list(v) if isinstance(v, tuple) else v
+                                                   for k, v in options.items()},
+                     "crm": [m.crm for m in metrics], "igm": [m.igm for m in metrics]}
+
+
+def teacher_settings(gs_options: dict) -> list[dict]:
+    """The teacher's decodings the track times: sequential, Jacobi at `JACOBI_TOLS`, GS-Jacobi."""
+    return [{"decoding": "sequential"}] + [{"decoding": "jacobi", "jacobi_tol": t} for t in JACOBI_TOLS] + [gs_options]
+
+
+def _options_arg(model: str, options: dict) -> str:
+    """``--options`` text of one setting (`harness.settings` syntax)."""
+    from harness.settings import options_text
+
+    return f"{model}:{options_text(options)}"
+
+
 def reference_stats(split: Split, folder: Path, batch_size: int) -> Path:
     """Statistics and pool_3 features of the held-out digits (computed once, then cached)."""
     stats = folder / "digits-heldout-stats.npz"
@@ -209,11 +268,13 @@ def reference_stats(split: Split, folder: Path, batch_size: int) -> Path:
 @dataclass
 class TrackResult:
     run_files: dict[str, Path]  # role -> eval run file
-    bench_file: Path | None
+    bench_file: Path | None  # float32: every setting of the teacher
     manifest: Path
     fids: dict[str, float] = field(default_factory=dict)  # "model" (trained), "model@half", "model@random"
     seconds: float = 0.0
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    bench_bf16_file: Path | None = None
+    setting_fids: dict[str, float] = field(default_factory=dict)  # "label@dtype" -> the quality gate's FID
 
 
 def run_track(budget: Budget, *, runs_dir: str | Path = RUNS_DIR, cache: str | Path | None = None,
@@ -222,7 +283,7 @@ def run_track(budget: Budget, *, runs_dir: str | Path = RUNS_DIR, cache: str | P
 
     Args:
         budget: steps and samples (`BUDGETS["full"]` for `nfebench track mini`).
-        runs_dir: where the run files and manifest are written.
+        runs_dir: where the run files and manifest are written (created if missing).
         cache: checkpoint folder (default `cache_dir()`); a `budget.name` subfolder is used.
         progress: progress bars.
         log: where messages go.
@@ -240,11 +301,13 @@ def run_track(budget: Budget, *, runs_dir: str | Path = RUNS_DIR, cache: str | P
     split = load_digits_split()
     provenance = new_provenance()
     stem = f"mini-{budget.name}-{provenance['run_id']}"
-    runs_dir = Path(runs_dir)
+    runs_dir = Path(runs_dir).resolve()  # the commands run in the cache folder
+    runs_dir.mkdir(parents=True, exist_ok=True)
     # One eval run file per role: `nfebench regress` pairs rows by setting, and the trained,
     # half-way and random weights of one model share every setting but the weights.
     run_files = {role: runs_dir / f"{stem}-{role}.csv" for role in (TRAINED, HALF, RANDOM)}
-    bench_file, manifest = runs_dir / f"{stem}-bench.csv", runs_dir / f"{stem}.json"
+    bench_files = {"float32": runs_dir / f"{stem}-bench.csv", "bfloat16": runs_dir / f"{stem}-bench-bf16.csv"}
+    manifest = runs_dir / f"{stem}.json"
 
     checkpoints: list[Checkpoint] = []
     teacher_ckpts = ensure_trained(TEACHER, split, budget, folder, progress=progress, log=log)
@@ -265,15 +328,28 @@ def run_track(budget: Budget, *, runs_dir: str | Path = RUNS_DIR, cache: str | P
                       "--out", str(run_files[c.role].resolve()), cwd=root)
         log(f"eval {model} (random weights)")
         _nfebench("eval", "--model", model, *common, "--out", str(run_files[RANDOM].resolve()), cwd=root)
+    gs = None
     if budget.bench:
-        _nfebench("bench", "--models", ",".join(MODELS), "--batch-sizes", budget.bench_batch_sizes, "--decode", "off",
-                  "--device", "cpu", "--max-time", "3", "--no-progress", "--out", str(bench_file))
+        trained = {c.model: c for c in checkpoints if c.role == TRAINED}
+        gs_options, gs = gs_jacobi_setting(trained[TEACHER], split)
+        # The trained weights of all three, the gate's FIDs at the eval's N and seed (0).
+        common = ["--models", ",".join(MODELS), "--batch-sizes", budget.bench_batch_sizes, "--decode", "off",
+                  "--device", "cpu", "--max-time", str(budget.bench_max_time), "--no-progress", "--seed", "0",
+                  "--quality-ref", stats, "--quality-n", str(budget.num_samples)]
+        for m in MODELS:
+            common += ["--checkpoint", f"{m}={trained[m].path.resolve()}"]
+        log("bench: the teacher's decodings, quality-gated (float32)")
+        options = [a for o in teacher_settings(gs_options) for a in ("--options", _options_arg(TEACHER, o))]
+        _nfebench("bench", *common, *options, "--dtype", "float32", "--out", str(bench_files["float32"]), cwd=root)
+        log("bench: bfloat16 against float32")
+        _nfebench("bench", *common, "--dtype", "bfloat16", "--out", str(bench_files["bfloat16"]), cwd=root)
 
     fids: dict[str, float] = {}
     for role, path in run_files.items():
         for r in read_run(path).to_dict("records") if path.exists() else []:
             if r["metric"] == FID:
                 fids[r["model"] if role == TRAINED else f"{r['model']}@{role}"] = float(r["value"])
+    setting_fids = _setting_fids(bench_files.values()) if budget.bench else {}
     seconds = time.perf_counter() - t0
     atomic_write(manifest, json.dumps({
         "format": MANIFEST_FORMAT, "track": "mini", "budget": asdict(budget), "run_id": provenance["run_id"],
@@ -282,8 +358,24 @@ def run_track(budget: Budget, *, runs_dir: str | Path = RUNS_DIR, cache: str | P
         "checkpoints": [{"model": c.model, "role": c.role, "steps": c.steps, "weights": c.weights,
                          "loss": c.loss, "train_seconds": c.seconds} for c in checkpoints],
         "run_files": {role: p.name for role, p in run_files.items() if p.exists()},
-        "bench_file": bench_file.name if budget.bench else None,
-        "wall_seconds": round(seconds, 1), "fids": fids,
-    }, indent=1) + "\n")
-    return TrackResult({r: p for r, p in run_files.items() if p.exists()}, bench_file if budget.bench else None,
-                       manifest, fids, seconds, checkpoints)
+        "bench_file": bench_files["float32"].name if budget.bench else None,
+        "bench_bf16_file": bench_files["bfloat16"].name if budget.bench else None,
+        "gs_jacobi": gs, "wall_seconds": round(seconds, 1), "fids": fids, "setting_fids": setting_fids,
+    }, indent=1, default=str) + "\n")
+    return TrackResult({r: p for r, p in run_files.items() if p.exists()},
+                       bench_files["float32"] if budget.bench else None, manifest, fids, seconds, checkpoints,
+                       bench_files["bfloat16"] if budget.bench else None, setting_fids)
+
+
+def _setting_fids(paths) -> dict[str, float]:
+    """``"label@dtype"`` -> FID of each quality-gated setting in the bench files."""
+    from harness.results import FID, read_run
+    from harness.settings import label
+
+    out = {}
+    for path in paths:
+        for r in read_run(path).to_dict("records"):
+            if r["metric"] == FID:
+                options = json.loads(r["config"]).get("options") or {}
+                out[f"{label(r['model'], options)}@{r['dtype']}"] = float(r["value"])
+    return out

@@ -32,6 +32,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -528,6 +529,22 @@ class TARFlowSampler(TorchSampler):
             block._affine_window = torch.compile(block._affine_window, backend=backend, dynamic=True)
         self.net.compile(backend=backend, dynamic=False)
         return "layer.step+block.window+net"
+
+    # The options that choose a parallel decoding; without them decoding is sequential, exact.
+    PARALLEL_OPTIONS = ("decoding", "jacobi_tol", "jacobi_max_iters", "jacobi_init", "gs_segments")
+
+    def exact_options(self, options: dict) -> dict:
+        """`options` decoded sequentially (unchanged if they are): the reference setting the
+        quality gate (`harness.quality`) holds a Jacobi or GS-Jacobi setting to."""
+        if options.get("decoding", SEQUENTIAL) == SEQUENTIAL:
+            return dict(options)
+        return {**{k: v for k, v in options.items() if k not in self.PARALLEL_OPTIONS}, "decoding": SEQUENTIAL}
+
+    def check_options(self, **options) -> None:
+        """Raise InputError for bad decoding options before anything is sampled."""
+        defaults = inspect.signature(self._generate).parameters
+        given = {k: options.get(k, defaults[k].default) for k in self.PARALLEL_OPTIONS}
+        resolve_schedules(self.info.name, self.config.num_blocks, self.config.num_patches, **given)
 
     def _generate(self, noise: torch.Tensor, labels: torch.Tensor | None, guidance: float | None, *,
                   annealed_guidance: bool = False, attn_temp: float = 1.0, guide_what: str = "ab",

@@ -6,6 +6,13 @@ their intervals, each fast model's measured speed-up over its teacher (`harness.
 the compute and latency floors. Presets: ``--preset cpu`` (tox -e bench) and ``--preset gpu``
 (tox -e bench-gpu); options given explicitly override the preset.
 
+Trained weights and sampler settings: ``--checkpoint`` (per model with several), ``--set``
+config overrides and ``--options`` sampler options, each ``--options`` a setting timed as a
+point of its own (syntax: `harness.settings`). Every setting that is not its own reference
+(float32, eager, the family's exact decoding) is checked against it first (`harness.quality`):
+deviation rows, with ``--quality-ref``/``--quality-n`` and trained weights a FID per setting,
+and ``quality`` = verified, failed or unverified on its rows.
+
 Run files go to ``results/local/`` by default: a git-ignored folder for the user's own runs.
 ``results/runs/`` holds the curated, committed runs the committed leaderboard is made of; a
 run enters it only by a deliberate copy in a reviewed commit. ``nfebench leaderboard
@@ -15,11 +22,15 @@ Example::
 
     nfebench bench --preset cpu
     nfebench bench --models biflow-b2,itarflow-b2 --batch-sizes 1,4 --decode both --ci-target 0.02
+    nfebench bench --models tarflow-mini --checkpoint tarflow-mini.pt --batch-sizes 1,64 \
+        --options decoding=sequential --options decoding=jacobi,jacobi_tol=1e-3 \
+        --quality-ref digits-heldout-stats.npz --quality-n 200
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from harness.devices import DEVICES
@@ -42,7 +53,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def _help(name: str) -> str:
     f = SweepConfig.__dataclass_fields__[name]
-    default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+    default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else (
+        f"{f.default:.3g}" if isinstance(f.default, float) else f.default)
     return f"{f.metadata['help']} (default: {default})"
 
 
@@ -70,6 +82,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, help=_help("guidance"))
     p.add_argument("--seed", type=int, help=_help("seed"))
     p.add_argument("--no-calibration", action="store_true", help="skip the calibration workload row")
+    p.add_argument("--checkpoint", action="append", metavar="[MODEL=]PATH",
+                   help="checkpoint file; with several models MODEL=PATH, repeatable (others: random weights)")
+    p.add_argument("--set", dest="overrides", action="append", metavar="[MODEL:]KEY=VALUE,...",
+                   help="config overrides, as for nfebench eval; MODEL: limits them to one model; repeatable")
+    p.add_argument("--options", action="append", metavar="[MODEL:]KEY=VALUE,...",
+                   help="sampler options passed to generate (e.g. decoding=jacobi,jacobi_tol=1e-3; a per-block "
+                        "tuple as 1/1/1/8), repeatable: each one a setting timed on its own; MODEL: for one model")
+    p.add_argument("--no-quality", action="store_true",
+                   help="no quality check of the settings that differ from their reference (rows: unverified)")
+    p.add_argument("--quality-tol", type=float, help=_help("quality_tol"))
+    p.add_argument("--quality-fid-rtol", type=float, help=_help("quality_fid_rtol"))
+    p.add_argument("--quality-samples", type=int, help=_help("quality_samples"))
+    p.add_argument("--quality-ref", metavar="REF", help=_help("quality_ref"))
+    p.add_argument("--quality-n", type=int, metavar="N", help=_help("quality_n"))
     p.add_argument("--out", type=Path,
                    help="run file to create, in a folder that exists (default: "
                         f"{LOCAL_DIR}/bench-<preset>-<backend>-<device>-<run id>.csv, git-ignored)")
@@ -83,13 +109,20 @@ def run(args: argparse.Namespace) -> int:
 
     from adapters import model_info
     from harness.results import new_provenance
-    from harness.timing.summary import floors_table, speedup_table, timing_table
+    from harness.settings import parse_checkpoints, parse_option_sets, parse_overrides
+    from harness.timing.summary import console_for, floors_table, speedup_table, timing_table
 
     config = with_preset(args.preset, backend=args.backend, models=args.models, batch_sizes=args.batch_sizes,
                          decode=args.decode, decode_batch_sizes=args.decode_batch_sizes, device=args.device,
                          dtype=args.dtype, compile=args.compile, warmup=args.warmup, repeats=args.repeats,
                          max_time=args.max_time, ci_target=args.ci_target, guidance=args.guidance, seed=args.seed,
-                         calibrate=False if args.no_calibration else None)
+                         calibrate=False if args.no_calibration else None, quality=False if args.no_quality else None,
+                         quality_tol=args.quality_tol, quality_fid_rtol=args.quality_fid_rtol,
+                         quality_samples=args.quality_samples, quality_ref=args.quality_ref, quality_n=args.quality_n)
+    models = config.models
+    config = dataclasses.replace(config, checkpoints=parse_checkpoints(args.checkpoint, models),
+                                 overrides=parse_overrides(args.overrides, models),
+                                 options=parse_option_sets(args.options, models))
     validate(config)  # fails early (exit 2): unknown ids, CUDA or a TPU asked for and absent, JAX not installed
     provenance = new_provenance()
     where = config.device if config.backend == "jax" else resolve_device(config.device).type
@@ -104,9 +137,12 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         console.print(f"interrupted: every point finished so far is in {out} (and {pyperf_json})")
         raise
-    console.print(timing_table(result.rows, title=f"nfebench bench ({config.device}, {config.dtype})"))
-    console.print(speedup_table(result.rows))
-    console.print(floors_table(result.rows, {m: model_info(m) for m in config.models}))
+    infos = {m: model_info(m, **dict(config.overrides.get(m, {}))) for m in config.models}
+    tables = (timing_table(result.rows, title=f"nfebench bench ({config.device}, {config.dtype})"),
+              speedup_table(result.rows), floors_table(result.rows, infos))
+    console = console_for(*tables)
+    for table in tables:
+        console.print(table)
     console.print(f"run file: {out}\npyperf:   {pyperf_json}  (compare: python -m pyperf compare_to OLD.json NEW.json)")
     for line in result.errors:
         console.print(f"[red]failed[/red] {line}")

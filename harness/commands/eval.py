@@ -29,27 +29,11 @@ _DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 def parse_overrides(text: str | None) -> dict:
-    """``"num_blocks=2,nvp=false,noise_std=0.1,vae=none"`` -> {"num_blocks": 2, "nvp": False, ...}."""
-    out: dict = {}
-    for item in filter(None, (t.strip() for t in (text or "").split(","))):
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--set {item!r}: expected key=value")
-        low = raw.lower()
-        if low in ("true", "false"):
-            value = low == "true"
-        elif low == "none":
-            value = None
-        else:
-            try:
-                value = int(raw)
-            except ValueError:
-                try:
-                    value = float(raw)
-                except ValueError:
-                    value = raw
-        out[key.strip()] = value
-    return out
+    """``"num_blocks=2,nvp=false,noise_std=0.1,vae=none"`` -> {"num_blocks": 2, "nvp": False, ...}
+    (`harness.settings.parse_pairs`, the syntax bench's ``--set`` uses too)."""
+    from harness.settings import parse_pairs
+
+    return parse_pairs(text, "--set") if text else {}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -86,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.evaluate import evaluate_sampler, open_source, parse_metrics
     from harness.results import KID, RunFile
     from harness.sampler import weights_with_decoder
+    from harness.settings import nfe_of
 
     # Every check on the arguments before any sampling: a bad --out must not cost hours.
     metrics = parse_metrics(args.metrics)
@@ -134,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         gen_device, gen_device_name = device.type, device_name(device)
     weights = weights_with_decoder(info.weights, getattr(sampler, "decoder_weights", None))
+    nfe = nfe_of(args.model, guidance=args.guidance, **overrides)  # of what ran: --guidance, not the config's default
     # World size and shard size go to the notes, not `config`: regress pairs rows on config,
     # and neither changes the numbers (shard size at float64 rounding only).
     config = {"reference": ctx["reference"], "reference_n": ctx["reference_n"], "mode": ctx["mode"],
@@ -145,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         row_config = {**config, "network": ctx["extractor_networks"].get(v.extractor, ctx["network"])}
         if v.metric == KID:
             row_config.update(kid_subsets=options.kid_subsets, kid_subset_size=options.kid_subset_size)
-        run_file.add(model=info.name, family=info.family, params=info.params, nfe=info.nfe, backend=args.backend,
+        run_file.add(model=info.name, family=info.family, params=info.params, nfe=nfe, backend=args.backend,
                      device=gen_device, device_name=gen_device_name, dtype=args.dtype,
                      compiled=args.backend == "jax",
                      batch_size=args.batch_size, decode="on", guidance=args.guidance, seed=args.seed,

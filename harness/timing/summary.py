@@ -1,9 +1,10 @@
 """The tables `nfebench bench` prints at the end: timings, measured speed-ups, and floors.
 
-- `timing_table`: per point the median ms per image with its 95% interval, n, images/s,
-  memory, MFU (where the device's peak is known) and the fraction of the run's measured
-  matmul peak; a point whose interval missed its target says so beside its number, as
-  pyperf does: ``unstable: CV 41%, n 2``.
+- `timing_table`: per point (a model's setting: its options, if any, in the model column) the
+  median ms per image with its 95% interval, n, images/s, memory, MFU (where the device's
+  peak is known) and the fraction of the run's measured matmul peak, the quality gate's
+  verdict and the decoding passes (mean/max over blocks) where a run has them; a point whose
+  interval missed its target says so beside its number, as pyperf does: ``unstable: CV 41%, n 2``.
 - `speedup_table`: the ``speedup`` rows (each fast model over its teacher, timed in
   alternating rounds, `harness.pairs`) with their intervals, next to the BiFlow paper's
   224x and 42x for BiFlow-B/2 over iTARFlow-B/2.
@@ -13,6 +14,9 @@
   model sits on its compute floor; an autoregressive teacher's thousands of dependent steps
   put it on its latency floor, which falls as 1/batch, so the speed-up falls with the batch
   towards the ratio of the two compute floors (`floors_caption` says it with the numbers).
+
+`console_for` gives the Console to print them with: the terminal's, or, when stdout is not a
+terminal (tox, CI logs, a pipe), one as wide as the widest table, so no cell is cut to "…".
 
 Example::
 
@@ -28,11 +32,14 @@ import json
 import math
 from typing import Any, Iterable, Mapping
 
+from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from harness.results import (CALIBRATION_MS, COMPILE_MS, FRAC_MATMUL_PEAK, IMAGES_PER_S, MFU, MS_PER_BATCH,
-                             MS_PER_IMAGE, OK, PEAK_MEM_MB, SPEEDUP)
+from harness.results import (CALIBRATION_MS, COMPILE_MS, FRAC_MATMUL_PEAK, IMAGES_PER_S, IMAGES_PER_S_PER_CHIP, MFU,
+                             MS_PER_BATCH, MS_PER_IMAGE, OK, PEAK_MEM_MB, SPEEDUP)
 from harness.sampler import ModelInfo
+from harness.settings import label
 from harness.timing.peaks import flops_per_image
 
 # BiFlow paper speed table (arXiv 2512.10953; read only in secondary write-ups): on a TPU,
@@ -42,17 +49,22 @@ PAPER_SPEEDUP = {"off": 224.0, "on": 42.0}
 PAPER_SOURCE = "BiFlow paper (arXiv 2512.10953, secondary): TPU, 0.29 vs 65 ms/image, +1.3 ms decode"
 
 Row = Mapping[str, Any]
+# The metrics of a timed point (a failed point has one ms_per_batch row); not the speed-up, calibration
+# or quality-gate rows.
+TIMING_METRICS = (MS_PER_BATCH, MS_PER_IMAGE, IMAGES_PER_S, IMAGES_PER_S_PER_CHIP, PEAK_MEM_MB, MFU, FRAC_MATMUL_PEAK,
+                  COMPILE_MS)
 
 
 def _key(r: Row) -> tuple:
-    return (r.get("model"), bool(r.get("compiled")), r.get("batch_size"), r.get("decode"))
+    return (label(str(r.get("model")), _config(r).get("options") or {}), bool(r.get("compiled")), r.get("batch_size"),
+            r.get("decode"))
 
 
 def _points(rows: Iterable[Row]) -> dict[tuple, dict[str, Row]]:
     """(model, compiled, batch size, decode) -> metric -> row, in first-seen order."""
     points: dict[tuple, dict[str, Row]] = {}
     for r in rows:
-        if r.get("metric") in (CALIBRATION_MS, SPEEDUP):
+        if r.get("metric") not in TIMING_METRICS:
             continue
         points.setdefault(_key(r), {})[r["metric"]] = r
     return points
@@ -102,31 +114,52 @@ def warning(row: Row) -> str:
     return "unstable: " + (f"CV {100 * cv:.0f}%, " if cv is not None else "") + f"n {row.get('n', '')}"
 
 
+def _iterations(row: Row) -> str:
+    """Decoding passes per block of the point, mean/max (``7.5/12``), or "-"."""
+    c = _config(row)
+    if "iterations_mean" not in c:
+        return "-"
+    return f"{float(c['iterations_mean']):.3g}/{c.get('iterations_max', '')}"
+
+
+def _has_text(row: Row | None, col: str) -> bool:
+    return row is not None and str(row.get(col) or "") not in ("", "nan")
+
+
 def timing_table(rows: Iterable[Row], title: str = "nfebench bench") -> Table:
     """One line per measured point: median ms per image with its 95% interval and the number of
     timed calls, images/s, peak memory (MiB), MFU, the fraction of the run's matmul peak, for
-    JAX runs the compile time (s), and the instability warning; failed points show their status."""
+    JAX runs the compile time (s), where the run has them the quality verdict and the decoding
+    passes, and the instability or representativeness warning; failed points show their status."""
     rows = list(rows)
     points = _points(rows)
     compile_col = any(COMPILE_MS in m for m in points.values())
+    quality_col = any(_has_text(m.get(MS_PER_IMAGE), "quality") for m in points.values())
+    iters_col = any(_iterations(m[MS_PER_IMAGE]) != "-" for m in points.values() if MS_PER_IMAGE in m)
     table = Table(title=title)
     cols = ("model", "comp", "bs", "decode", "ms/img", "95% CI", "n", "img/s", "MiB", "MFU", "of peak") + (
-        ("compile s",) if compile_col else ()) + ("",)
+        ("compile s",) if compile_col else ()) + (("quality",) if quality_col else ()) + (
+        ("iters",) if iters_col else ()) + ("",)
     for col in cols:
-        table.add_column(col, justify="left" if col in ("model", "decode", "") else "right", no_wrap=col == "model")
+        table.add_column(col, justify="left" if col in ("model", "decode", "quality", "") else "right",
+                         no_wrap=col == "model")
     for (model, compiled, bs, decode), m in points.items():
         failed = next((r for r in m.values() if r.get("status", OK) != OK), None)
-        cells = [model, "yes" if compiled else "no", str(bs), decode]
+        cells = [escape(model), "yes" if compiled else "no", str(bs), decode]  # a setting's label has [options]
         if failed is not None:  # (a JAX point may have its compile row before the failure)
-            table.add_row(*cells, f"{failed['status']}: {failed.get('notes', '')}"[:40], *[""] * (len(cols) - 5))
+            table.add_row(*cells, escape(f"{failed['status']}: {failed.get('notes', '')}"[:40]),
+                          *[""] * (len(cols) - 5))
             continue
         per_image, mfu, frac = m[MS_PER_IMAGE], m.get(MFU), m.get(FRAC_MATMUL_PEAK)
+        flag = "not representative" if "not representative" in str(per_image.get("notes") or "") else ""
         table.add_row(*cells, _fmt(per_image), _interval(per_image), str(per_image.get("n", "")),
                       _fmt(m.get(IMAGES_PER_S)), _fmt(m.get(PEAK_MEM_MB)),
                       "-" if mfu is None else f"{100 * float(mfu['value']):.1f}%",
                       "-" if frac is None else f"{100 * float(frac['value']):.0f}%",
                       *((_num(float(m[COMPILE_MS]["value"]) / 1e3) if COMPILE_MS in m else "-",) if compile_col else ()),
-                      warning(per_image))
+                      *((str(per_image.get("quality") or "-"),) if quality_col else ()),
+                      *((_iterations(per_image),) if iters_col else ()),
+                      "; ".join(w for w in (warning(per_image), flag) if w))
     calib = [r for r in rows if r.get("metric") == CALIBRATION_MS]
     if calib:
         table.caption = calibration_caption(calib)
@@ -159,6 +192,17 @@ def speedup_rows(rows: Iterable[Row]) -> list[Row]:
                                         str(r.get("model")), float(r["batch_size"]) if _has(r, "batch_size") else 0))
 
 
+def console_for(*renderables: Any) -> Console:
+    """The Console to print `renderables` with: the terminal's own; when stdout is not a terminal
+    (tox, CI logs, a pipe: rich would assume 80 columns and cut every cell to "…"), one as wide
+    as the widest of them."""
+    console = Console()
+    if console.is_terminal:
+        return console
+    probe = Console(width=10_000)
+    return Console(width=max([80] + [probe.measure(r).maximum for r in renderables]))
+
+
 def speedup_table(rows: Iterable[Row]) -> Table:
     """Each fast model's measured speed-up over its teacher, with its 95% interval, next to the paper's."""
     found = speedup_rows(rows)
@@ -175,7 +219,8 @@ def speedup_table(rows: Iterable[Row]) -> Table:
         c = _config(r)
         bs = str(r["batch_size"]) if _has(r, "batch_size") else f"best {c.get('batch_size')}/{c.get('teacher_batch_size')}"
         paper = PAPER_SPEEDUP.get(r.get("decode")) if (r.get("model"), c.get("teacher")) == PAPER_PAIR else None
-        table.add_row(str(r["model"]), str(c.get("teacher", "")),
+        table.add_row(escape(label(str(r["model"]), c.get("options") or {})),
+                      escape(label(str(c.get("teacher", "")), c.get("teacher_options") or {})),
                       *(("yes" if r.get("compiled") else "no",) if compiled_col else ()), bs, str(r.get("decode")),
                       f"{float(r['value']):.1f}x", _interval(r, lambda v: f"{v:.1f}"), str(r.get("n", "")),
                       "-" if paper is None else f"{paper:.0f}x", warning(r))
@@ -195,17 +240,20 @@ def matmul_peak(rows: Iterable[Row]) -> float | None:
 
 
 def floors(rows: Iterable[Row], infos: Mapping[str, ModelInfo]) -> list[dict[str, Any]]:
-    """Per model and batch size (generator alone, decode off): measured ms per image and its two floors.
+    """Per model and batch size (generator alone, decode off, its default options): measured ms per
+    image and its two floors.
 
     compute floor = FLOPs per image / the run's matmul FLOP/s; latency floor per image =
     sequential steps x the shortest measured step (the model's least ms per batch over its
-    steps, over the batch sizes timed) / batch size. ``bound`` names the larger floor.
+    steps, over the batch sizes timed) / batch size. ``bound`` names the larger floor. Settings
+    with options are left out: an option such as Jacobi decoding changes the dependent steps
+    that `ModelInfo.sequential_steps` counts.
     """
     rows = list(rows)
     peak = matmul_peak(rows)
     per_batch = {(r["model"], bool(r.get("compiled")), int(r["batch_size"])): float(r["value"]) for r in rows
                  if r.get("metric") == MS_PER_BATCH and r.get("decode") == "off" and r.get("status", OK) == OK
-                 and r.get("model") in infos and _has(r, "value")}
+                 and r.get("model") in infos and _has(r, "value") and not _config(r).get("options")}
     out = []
     for (model, compiled, bs), ms in sorted(per_batch.items()):
         info = infos[model]

@@ -16,6 +16,22 @@ Parts of a point, and how their rows are told apart (the ``decode`` column):
 ``decode_batch_sizes`` limits the ``on`` and ``only`` points to some batch sizes (the
 ``cpu`` preset decodes at batch 1 only: every decoded image costs seconds there).
 
+Settings: each model may have a checkpoint (``checkpoints``), config overrides (``overrides``)
+and several sampler option settings (``options``, passed to ``generate``); each setting of a
+model is timed as a point of its own (``config.options`` in its rows, its name
+`harness.settings.label` in the tables and the pyperf file), all from one build of the model.
+Rows name the checkpoint's fingerprint in ``weights`` and carry the NFE of what runs
+(`harness.settings.nfe_of`: the guidance and options used). A sampler that reports its
+decoding passes in ``last_stats`` (TARFlow) has them in ``config``: ``iterations_mean``,
+``iterations_max`` and ``iterations_per_block`` of the timed batch (sequential decoding: T - 1
+per block).
+
+Quality (`harness.quality`): before a build group is timed, each of its settings that is not
+its own reference setting (float32, eager, exact decoding) is checked against it on the same
+noise and labels; the deviation rows (and with ``quality_ref`` FID rows) are written then,
+and every row of the setting carries the verdict in ``quality`` (``reference`` for the
+reference setting itself).
+
 Timing (`harness.timing.adaptive`): every point has `warmup` untimed calls, then timed calls
 until the median's 95% interval has a half-width of at most ``ci_target`` x the median, or
 its calls add up to ``max_time`` seconds, or ``repeats`` calls; at least 5 unless one call
@@ -39,7 +55,9 @@ FLOP/s this run measured on its own device.
 Per pair and batch size and part, a ``speedup`` row (model = the fast model,
 ``config.teacher``): the teacher's median time over the fast model's, with a bootstrap
 interval over the paired rounds; and per part one at each model's best-throughput batch
-size (``batch_size`` empty, ``config.at = "best throughput"``), unpaired.
+size (``batch_size`` empty, ``config.at = "best throughput"``), unpaired. With several settings
+of either model, every fast setting is paired with every teacher setting (``config.options``
+and ``config.teacher_options``), all timed in the same rounds.
 Each run also times a fixed calibration workload (``model="calibration"``,
 ``metric=calibration_ms``) at its start and at its end (``config.when``), so timings can be
 compared across machines as ratios to it, and a machine whose speed changed during the run
@@ -54,24 +72,29 @@ Example::
 from __future__ import annotations
 
 import gc
+import inspect
 import io
 import itertools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import pyperf
 import torch
 
-from adapters import get_spec, load_sampler, model_info
+from adapters import get_spec, load_sampler
 from harness.devices import device_name, resolve_device
 from harness.errors import InputError
 from harness.pairs import pairs_among
+from harness.quality import (DEFAULT_FID_RTOL, DEFAULT_SAMPLES, DEFAULT_TOL, GateConfig, QualityGate, Verdict, is_exact,
+                             reference_options)
 from harness.results import (CALIBRATION_MS, ERROR, FRAC_MATMUL_PEAK, IMAGES_PER_S, IMAGES_PER_S_PER_CHIP, MFU,
-                             MS_PER_BATCH, MS_PER_IMAGE, OOM, PEAK_MEM_MB, SPEEDUP, RunFile, atomic_write)
+                             MS_PER_BATCH, MS_PER_IMAGE, OOM, PEAK_MEM_MB, REFERENCE, SPEEDUP, UNVERIFIED, RunFile,
+                             atomic_write)
 from harness.sampler import ModelInfo, Sampler, weights_with_decoder
 from harness.seeding import sample_labels, sample_noise
+from harness.settings import json_options, label, nfe_of, options_text, setting_options
 from harness.timing.adaptive import Budget, Series, time_rounds
 from harness.timing.clocks import Clock, Timing, clock_for, measure
 from harness.timing.memory import PeakMemory
@@ -126,7 +149,32 @@ class SweepConfig:
     seed: int = field(default=0, metadata={"help": "seed of the noise and labels (harness.seeding)"})
     calibrate: bool = field(default=True, metadata={"help": "time the fixed calibration workload"})
     backend: str = field(default="torch", metadata={"help": "torch, or jax (the Flax ports, XLA-compiled)"})
+    checkpoints: Mapping[str, str] = field(
+        default_factory=dict, metadata={"help": "model id -> checkpoint file; the others have random weights"})
+    overrides: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=dict, metadata={"help": "model id -> config overrides (load_sampler's **config_overrides)"})
+    options: Mapping[str, tuple[Mapping[str, Any], ...]] = field(
+        default_factory=dict, metadata={"help": "model id -> its option settings (passed to generate), each timed "
+                                                "as a point of its own; a model not named runs its defaults"})
+    quality: bool = field(default=True, metadata={"help": "check each fast setting against its reference setting"})
+    quality_tol: float = field(default=DEFAULT_TOL, metadata={
+        "help": "mean absolute deviation from the reference's samples (model space) a setting may have without "
+                "FIDs; 2/255 is one uint8 level of an image in [-1, 1]"})
+    quality_fid_rtol: float = field(default=DEFAULT_FID_RTOL, metadata={
+        "help": "with FIDs: a setting is verified while its FID is at most 1 + this times its reference's"})
+    quality_samples: int = field(default=DEFAULT_SAMPLES, metadata={"help": "samples of the deviation check"})
+    quality_ref: str | None = field(default=None, metadata={
+        "help": "reference set (as nfebench eval --ref takes it): with trained weights, a FID per setting"})
+    quality_n: int | None = field(default=None, metadata={"help": "samples per FID of --quality-ref"})
     compile_backend: str = "inductor"  # torch.compile backend; tests use "eager"
+
+    def settings_of(self, model: str) -> tuple[Mapping[str, Any], ...]:
+        """The option settings `model` is timed with (its defaults when none is given)."""
+        return tuple(self.options.get(model) or ({},))
+
+    def gate(self) -> GateConfig:
+        return GateConfig(enabled=self.quality, tol=self.quality_tol, fid_rtol=self.quality_fid_rtol,
+                          samples=self.quality_samples, reference=self.quality_ref, n=self.quality_n)
 
 
 # Named sweeps (tox -e bench / bench-gpu); explicit CLI options override their fields.
@@ -162,6 +210,12 @@ def validate(config: SweepConfig) -> None:
         get_spec(m)  # unknown ids fail with the known ids and the nearest match
     if len(set(config.models)) != len(config.models):
         raise InputError(f"a model is listed twice in {','.join(config.models)}")
+    for what, mapping in (("--checkpoint", config.checkpoints), ("--set", config.overrides),
+                          ("--options", config.options)):
+        stray = sorted(set(mapping) - set(config.models))
+        if stray:
+            raise InputError(f"{what} names {', '.join(stray)}, not among --models {','.join(config.models)}")
+    config.gate().check()
     if not config.batch_sizes:
         raise InputError("no batch sizes; pass --batch-sizes, e.g. 1,4")
     if len(set(config.batch_sizes)) != len(config.batch_sizes):
@@ -217,6 +271,73 @@ class Point:
     compiled: bool
     batch_size: int
     part: str  # GENERATOR, END_TO_END or DECODER
+    variant: int = 0  # which of the model's option settings (`SweepConfig.settings_of`)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One option setting of a model, checked before anything is timed (`inspect_models`)."""
+
+    model: str
+    options: Mapping[str, Any]
+    label: str  # `harness.settings.label`: the model id, with its options if any
+    nfe: int  # of what runs: the sweep's guidance and these options (`harness.settings.nfe_of`)
+    reference_options: Mapping[str, Any]  # its reference setting's (`harness.quality.reference_options`)
+    exact: bool  # decodes as its reference does (`harness.quality.is_exact`): TARFlow's sequential decoding
+
+
+def family_options(sampler: Sampler) -> tuple[str, ...]:
+    """The options `sampler.generate` accepts: its ``family_options`` (TorchSampler, JaxSampler),
+    else the keyword arguments of ``generate`` besides guidance."""
+    found = getattr(sampler, "family_options", None)
+    if found is not None:
+        return tuple(found)
+    params = inspect.signature(sampler.generate).parameters.values()
+    return tuple(p.name for p in params if p.kind == p.KEYWORD_ONLY and p.name != "guidance")
+
+
+def inspect_models(config: SweepConfig) -> tuple[dict[str, ModelInfo], dict[tuple[str, int], Setting]]:
+    """Every model built on the meta device with its checkpoint and overrides, and its settings checked.
+
+    A checkpoint that does not fit the model (as `--set` configures it) fails here, naming its
+    tensors; so do options the family lacks (named with the ones it has) and bad option values
+    the family can check without sampling (a sampler's ``check_options``, e.g. TARFlow's
+    ``jacobi_tol`` < 0): all before a run file exists. A setting whose options are all at their
+    defaults is the default setting (`harness.settings.setting_options`).
+
+    Returns:
+        (model id -> its ModelInfo, weights included; (model id, variant) -> `Setting`).
+    """
+    infos: dict[str, ModelInfo] = {}
+    settings: dict[tuple[str, int], Setting] = {}
+    for model in config.models:
+        overrides = dict(config.overrides.get(model, {}))
+        sampler = load_sampler(model, checkpoint=config.checkpoints.get(model), device="meta", **overrides)
+        infos[model] = sampler.info
+        valid = family_options(sampler)
+        seen: dict[str, int] = {}
+        for variant, given in enumerate(config.settings_of(model)):
+            options = setting_options(sampler, given)
+            if label(model, options) in seen:
+                raise InputError(f"--options: {options_text(given) or 'the defaults'} of {model} is the same setting "
+                                 f"as another one given ({label(model, options)}: options at their defaults are "
+                                 f"dropped)")
+            seen[label(model, options)] = variant
+            unknown = sorted(set(options) - set(valid))
+            if unknown:
+                hint = (f"; to give options to one model only, write --options {model}:key=value,..."
+                        if len(config.models) > 1 else "")
+                raise InputError(f"{model} (family {sampler.info.family}) has no option(s) {', '.join(unknown)}; "
+                                 f"it accepts: {', '.join(valid) or 'none'}{hint}")
+            check = getattr(sampler, "check_options", None)
+            if check is not None:
+                check(**options)
+            settings[(model, variant)] = Setting(
+                model, dict(options), label(model, options),
+                nfe_of(model, guidance=config.guidance, options=options, **overrides),
+                reference_options(sampler, options), is_exact(sampler, options))
+        del sampler
+    return infos, settings
 
 
 def groups(models: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -244,7 +365,8 @@ def plan(config: SweepConfig, infos: dict[str, ModelInfo]) -> list[Point]:
                 for part in parts:
                     if part == END_TO_END and bs not in decoding_at:
                         continue
-                    points += [Point(m, compiled, bs, part) for m in group]
+                    points += [Point(m, compiled, bs, part, v) for m in group
+                               for v in range(len(config.settings_of(m)))]
                 for m in group:
                     info = infos[m]
                     key = (compiled, bs, info.sample_shape, info.image_size)
@@ -328,12 +450,19 @@ class Prepared:
     flops_per_batch: float
     chips: int = 1
     peak_mb: float | None = None  # known before timing (JAX: XLA's memory analysis)
+    label: str = ""  # the member's name in the rounds: `Setting.label`
+    stats: dict[str, Any] = field(default_factory=dict)  # what the sampler reported of its last call
+    notes: str = ""  # the quality gate's flag for every timing row ("not representative: ...")
+
+
+# What of a sampler's `last_stats` the timing rows keep in `config` (TARFlow's decoding passes).
+STATS_KEPT = ("iterations_mean", "iterations_max", "iterations_per_block")
 
 
 class _Runner:
     """Runs the planned points, one build group at a time, saving rows as it goes (PyTorch;
     `harness.timing.jax_runner` overrides the backend-specific steps for JAX: `_build`,
-    `_prepare`, `_matmul_peak`, `calibrate`, `_memory`, `_free`, `_is_oom`)."""
+    `_prepare`, `_matmul_peak`, `calibrate`, `_memory`, `_free`, `_is_oom`, `_reference_sampler`)."""
 
     backend = "torch"
 
@@ -341,7 +470,8 @@ class _Runner:
     def timer_name(self) -> str:
         return "CUDA events" if self.platform == "cuda" else "time.perf_counter"
 
-    def __init__(self, config: SweepConfig, run: RunFile, progress: bool):
+    def __init__(self, config: SweepConfig, run: RunFile, progress: bool,
+                 settings: dict[tuple[str, int], Setting]):
         self.config = config
         self.run = run
         self.device = resolve_device(config.device)
@@ -351,15 +481,20 @@ class _Runner:
         self.device_name = device_name(self.device)
         tf32 = self.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
         self.peak = peak_flops(self.device_name, config.dtype, tf32=tf32)
-        self._init_common(progress)
+        self._init_common(progress, settings, str(self.device))
 
-    def _init_common(self, progress: bool) -> None:
+    def _init_common(self, progress: bool, settings: dict[tuple[str, int], Setting], feature_device: str) -> None:
         self.benchmarks: list[pyperf.Benchmark] = []
         self.errors: list[str] = []
         self.progress = progress
         self.matmul_peak: dict[str, Any] | None = None  # FLOP/s, dtype, workload, stable, note (_set_matmul_peak)
         self.budget = Budget(repeats=self.config.repeats, max_time=self.config.max_time,
                              ci_target=self.config.ci_target)
+        self.settings = settings
+        self.verdicts: dict[tuple[str, int, bool], Verdict] = {}  # (model, variant, compiled) -> the gate's
+        self.built: dict[str, Built] = {}  # the build group being timed
+        self.gate = QualityGate(self.config.gate(), self.run, seed=self.config.seed, guidance=self.config.guidance,
+                                feature_device=feature_device, build_reference=self._reference_sampler)
 
     # --- rows -------------------------------------------------------------------------
 
@@ -368,7 +503,7 @@ class _Runner:
                  compiled=point.compiled, batch_size=point.batch_size, decode=point.part,
                  guidance=self.config.guidance, seed=self.config.seed, weights=weights, model=point.model)
         if info is not None:
-            s.update(family=info.family, params=info.params, nfe=info.nfe)
+            s.update(family=info.family, params=info.params, nfe=self.settings[(point.model, point.variant)].nfe)
         s.update(over)
         return s
 
@@ -386,7 +521,8 @@ class _Runner:
         """The point's rows from its timed calls (seconds each)."""
         bs, chips, seconds = prep.point.batch_size, prep.chips, series.values
         stable = series.stable(self.config.ci_target)
-        config = {**prep.config, "stop": series.stop}
+        config = {**prep.config, "stop": series.stop, **{k: prep.stats[k] for k in STATS_KEPT if k in prep.stats}}
+        notes = "; ".join(n for n in (series.note, prep.notes) if n)
         per_call = {MS_PER_BATCH: [v * 1e3 for v in seconds],
                     MS_PER_IMAGE: [v * 1e3 / bs for v in seconds],
                     IMAGES_PER_S: [bs / v for v in seconds]}
@@ -394,7 +530,7 @@ class _Runner:
             per_call[IMAGES_PER_S_PER_CHIP] = [bs / v / chips for v in seconds]
             config["chips"] = chips
         for metric, values in per_call.items():
-            self._stat_row(prep.settings, metric, values, config, stable, series.note)
+            self._stat_row(prep.settings, metric, values, config, stable, notes)
         peak_mb = prep.peak_mb if prep.peak_mb is not None else series.peak_mb
         if peak_mb is not None:
             self.run.add(**prep.settings, metric=PEAK_MEM_MB, value=peak_mb, n=len(seconds), config=config)
@@ -404,11 +540,11 @@ class _Runner:
         if self.peak is not None:
             peak = self.peak * chips
             self._stat_row(prep.settings, MFU, [mfu(prep.flops_per_batch, v, peak) for v in seconds],
-                           {**config, **flops, "peak_flops": peak}, stable, series.note)
+                           {**config, **flops, "peak_flops": peak}, stable, notes)
         if self.matmul_peak is not None:
             mp = self.matmul_peak
             peak = mp["flops"] * chips
-            note = "; ".join(n for n in (series.note, mp["note"]) if n)
+            note = "; ".join(n for n in (notes, mp["note"]) if n)
             self._stat_row(prep.settings, FRAC_MATMUL_PEAK, [mfu(prep.flops_per_batch, v, peak) for v in seconds],
                            {**config, **flops, "matmul_peak_flops": peak, "matmul_workload": mp["workload"]},
                            stable and mp["stable"], note)
@@ -420,6 +556,10 @@ class _Runner:
         hw = None if low is None else (high - low) / 2 / ratio
         settings = {**fast.settings, **over}
         config = {**self._run_config(), "teacher": teacher.point.model, "teacher_weights": teacher.settings["weights"],
+                  "options": fast.config["options"], "teacher_options": teacher.config["options"],
+                  "teacher_quality": teacher.settings["quality"],
+                  # the teacher at its family's exact decoding (TARFlow: sequential), the speed-up papers quote
+                  "teacher_exact": self.settings[(teacher.point.model, teacher.point.variant)].exact,
                   "pairing": "paired rounds" if paired else "unpaired", "stop": stop,
                   "fast_ms_per_image": summarise(fast_ms).median, "teacher_ms_per_image": summarise(teacher_ms).median}
         if not paired:
@@ -439,9 +579,9 @@ class _Runner:
     # --- backend steps (PyTorch) ------------------------------------------------------
 
     def _memory(self, built: dict[str, Built]) -> Callable[[str], PeakMemory] | None:
-        """Peak memory regions per member; with other models built beside it (a pair), a CUDA
-        figure counts only the member's own tensors and what its call allocates."""
-        shared = len(built) > 1
+        """Peak memory regions per member (member -> its model's build); with other models built
+        beside it (a pair), a CUDA figure counts only the member's own tensors and what its call allocates."""
+        shared = len({id(b) for b in built.values()}) > 1
         return lambda member: PeakMemory(self.device, own_bytes=built[member].own_bytes if shared else None)
 
     def _free(self) -> None:
@@ -488,18 +628,40 @@ class _Runner:
                      notes=timing.note or None, config=config)
         self._pyperf(f"{CALIBRATION_ID}/{when}", timing, {"workload": description})
 
+    def _load(self, model: str, dtype: torch.dtype) -> Sampler:
+        c = self.config
+        return load_sampler(model, checkpoint=c.checkpoints.get(model), device=self.device, dtype=dtype,
+                            **dict(c.overrides.get(model, {})))
+
     def _build(self, model: str, compiled: bool, decoding: bool) -> Built:
         cuda = self.device.type == "cuda"
         before = torch.cuda.memory_allocated(self.device) if cuda else None
-        sampler = load_sampler(model, device=self.device, dtype=self.dtype)
+        sampler = self._load(model, self.dtype)
         dec_weights = getattr(sampler, "decoder_weights", None) if decoding else None  # builds the VAE now
         c = self.config
         what = compile_sampler(sampler, decoder=decoding, backend=c.compile_backend) if compiled else None
         own = torch.cuda.memory_allocated(self.device) - before if cuda else None
         return Built(sampler, dec_weights, what, own)
 
+    def _reference_sampler(self, model: str) -> Sampler:
+        """`model` in float32, eager, with the same weights: the quality gate's reference (the
+        group's own build when it is that already)."""
+        built = self.built.get(model)
+        if built is not None and self.dtype == torch.float32 and built.compiled_what is None:
+            return built.sampler
+        return self._load(model, torch.float32)
+
+    def _eager(self, compiled: bool) -> bool:
+        """Whether a setting timed with `compiled` runs as its reference does (JAX: always, see `harness.quality`)."""
+        return not compiled
+
     def _point_config(self, point: Point, compiled_what: str | None) -> dict[str, Any]:
-        config = {**self._run_config(), "threads": torch.get_num_threads(), "timer": type(self.clock).__name__}
+        setting = self.settings[(point.model, point.variant)]
+        config = {**self._run_config(), "threads": torch.get_num_threads(), "timer": type(self.clock).__name__,
+                  "options": json_options(setting.options)}
+        verdict = self.verdicts.get((point.model, point.variant, point.compiled))
+        if verdict is not None and point.part != DECODER:
+            config["quality_check"] = verdict.reason
         if point.part == DECODER:
             config["decoder_of"] = point.model
         if compiled_what:
@@ -513,7 +675,25 @@ class _Runner:
                                   params=decoder_params, nfe=1)
         latent = info.space == "latent"
         weights = weights_with_decoder(info.weights, built.dec_weights if point.part == END_TO_END and latent else None)
-        return self._settings(info, point, weights)
+        verdict = self.verdicts.get((point.model, point.variant, point.compiled))
+        return self._settings(info, point, weights, quality=None if verdict is None else verdict.quality)
+
+    def _workload(self, sampler: Sampler, point: Point, noise, labels, stats: dict[str, Any]) -> Callable[[], Any]:
+        """The point's timed call; the generator's statistics of each call land in `stats`."""
+        c, options = self.config, dict(self.settings[(point.model, point.variant)].options)
+
+        def generate():
+            out = sampler.generate(noise, labels, guidance=c.guidance, **options)
+            stats.clear()
+            stats.update(getattr(sampler, "last_stats", None) or {})
+            return out
+
+        if point.part == GENERATOR:
+            return generate
+        if point.part == END_TO_END:
+            return lambda: sampler.decode(generate())
+        latents = generate()
+        return lambda: sampler.decode(latents)
 
     def _prepare(self, built: Built, info: ModelInfo, point: Point) -> Prepared:
         c, bs, sampler = self.config, point.batch_size, built.sampler
@@ -522,14 +702,16 @@ class _Runner:
         noise = sample_noise(c.seed, range(bs), info.sample_shape).to(self.device, self.dtype)
         labels = sample_labels(c.seed, range(bs), info.num_classes)
         labels = None if labels is None else labels.to(self.device)
-        if point.part == GENERATOR:
-            fn = lambda: sampler.generate(noise, labels, guidance=c.guidance)  # noqa: E731
-        elif point.part == END_TO_END:
-            fn = lambda: sampler.decode(sampler.generate(noise, labels, guidance=c.guidance))  # noqa: E731
-        else:
-            latents = sampler.generate(noise, labels, guidance=c.guidance)
-            fn = lambda: sampler.decode(latents)  # noqa: E731
-        return Prepared(point, info, fn, settings, config, _flops(info, point))
+        stats: dict[str, Any] = {}
+        fn = self._workload(sampler, point, noise, labels, stats)
+        return self._prepared(point, info, fn, settings, config, stats=stats)
+
+    def _prepared(self, point: Point, info: ModelInfo, fn: Callable[[], Any], settings: dict[str, Any],
+                  config: dict[str, Any], **extra: Any) -> Prepared:
+        verdict = self.verdicts.get((point.model, point.variant, point.compiled))
+        notes = verdict.notes if verdict is not None and point.part != DECODER else ""
+        member = DECODER_ID if point.part == DECODER else self.settings[(point.model, point.variant)].label
+        return Prepared(point, info, fn, settings, config, _flops(info, point), label=member, notes=notes, **extra)
 
     @staticmethod
     def _is_oom(exc: Exception) -> bool:
@@ -550,10 +732,35 @@ class _Runner:
         finally:
             bar.close()
 
+    def _check_quality(self, points: list[Point], infos: dict[str, ModelInfo]) -> None:
+        """The quality gate for each setting of the group (`harness.quality`), before any timing,
+        so every row of a setting carries its verdict."""
+        for model, variant, compiled in dict.fromkeys((p.model, p.variant, p.compiled) for p in points
+                                                      if p.part != DECODER and p.model in self.built):
+            setting, info = self.settings[(model, variant)], infos[model]
+            point = Point(model, compiled, self.config.quality_samples, GENERATOR, variant)
+            ref_point = Point(model, False, point.batch_size, GENERATOR, variant)
+            reference = {**self._settings(info, ref_point, info.weights), "dtype": "float32",
+                         "nfe": nfe_of(model, guidance=self.config.guidance, options=setting.reference_options,
+                                       **dict(self.config.overrides.get(model, {})))}
+            try:
+                verdict = self.gate.check(model, self.built[model].sampler, setting.options,
+                                          reference_options=setting.reference_options, exact=setting.exact,
+                                          dtype=self.config.dtype, eager=self._eager(compiled),
+                                          settings=self._settings(info, point, info.weights),
+                                          reference_settings=reference)
+            except InputError:
+                raise
+            except Exception as exc:  # the setting is still timed; its rows say the check did not happen
+                verdict = Verdict(UNVERIFIED, f"the quality check failed: {type(exc).__name__}: {_first_line(exc)}")
+            self.verdicts[(model, variant, compiled)] = verdict
+            if verdict.quality != REFERENCE:
+                self._free()
+
     def _run_group(self, points: list[Point], infos: dict[str, ModelInfo], bar) -> None:
         compiled = points[0].compiled
         models = list(dict.fromkeys(p.model for p in points))
-        built: dict[str, Built] = {}
+        built = self.built
         for model in models:
             bar.set_postfix_str(f"building {model}")
             decoding = any(p.part != GENERATOR for p in points if p.model == model)
@@ -569,6 +776,10 @@ class _Runner:
                 self._free()  # after the except block, so the traceback's tensors are gone
         done: dict[Point, tuple[Prepared, Series]] = {}
         try:
+            bar.set_postfix_str(f"quality of {'+'.join(built)}")
+            self._check_quality(points, infos)
+            for model in models:
+                self.gate.forget(model)
             for _, cell in itertools.groupby(points, key=lambda p: (p.batch_size, p.part)):
                 cell = [p for p in cell if p.model in built]
                 if cell:
@@ -579,27 +790,32 @@ class _Runner:
             done.clear()
             self._free()
 
+    def _member_pairs(self, prepared: dict[str, Prepared]) -> list[tuple[str, str]]:
+        """(fast, teacher) members: every setting of a fast model with every setting of its teacher."""
+        of = {m: [k for k, p in prepared.items() if p.point.model == m] for m in {p.point.model for p in prepared.values()}}
+        return [(f, t) for fast, teacher in pairs_among(of) for f in of[fast] for t in of[teacher]]
+
     def _run_cell(self, cell: list[Point], built: dict[str, Built], infos: dict[str, ModelInfo], bar
                   ) -> dict[Point, tuple[Prepared, Series]]:
         """Time the points of one batch size and part together (pairs in alternating rounds)."""
         point0 = cell[0]
-        bar.set_postfix_str(f"{'+'.join(p.model for p in cell)} bs={point0.batch_size} decode={point0.part}"
-                            f"{' compiled' if point0.compiled else ''}")
+        bar.set_postfix_str(f"{'+'.join(dict.fromkeys(p.model for p in cell))} bs={point0.batch_size} "
+                            f"decode={point0.part}{' compiled' if point0.compiled else ''}")
         prepared: dict[str, Prepared] = {}
         for p in cell:
             try:
-                prepared[p.model] = self._prepare(built[p.model], infos[p.model], p)
+                prep = self._prepare(built[p.model], infos[p.model], p)
+                prepared[prep.label] = prep
             except InputError:
                 raise
             except Exception as exc:  # e.g. out of memory making the decoder's latents
                 self._failed(infos[p.model], p, exc, settings=self._point_settings(
                     built[p.model], infos[p.model], p, None), config=self._point_config(p, built[p.model].compiled_what))
-            if p.model not in prepared:
                 self._free()
-        pairs = [pr for pr in pairs_among(prepared) if point0.part != DECODER]
+        pairs = self._member_pairs(prepared) if point0.part != DECODER else []
         rounds = time_rounds({m: prep.fn for m, prep in prepared.items()}, self.clock, warmup=self.config.warmup,
                              budget=self.budget, pairs=pairs,
-                             memory=self._memory({m: built[m] for m in prepared}))
+                             memory=self._memory({m: built[prep.point.model] for m, prep in prepared.items()}))
         out = {}
         for m, prep in prepared.items():
             series = rounds.members[m]
@@ -607,9 +823,9 @@ class _Runner:
                 self._failed(prep.info, prep.point, series.error, settings=prep.settings, config=prep.config)
             else:
                 self._timing_rows(prep, series)
-                self._pyperf(_benchmark_name(prep.settings), series, prep.settings)
+                self._pyperf(_benchmark_name(prep.settings, prep.label), series, prep.settings)
                 out[prep.point] = (prep, series)
-        timed = {p.model for p in out}
+        timed = {prep.label for prep, _ in out.values()}
         for (fast, teacher), ps in rounds.pairs.items():
             if fast in timed and teacher in timed:
                 bs = point0.batch_size
@@ -621,12 +837,14 @@ class _Runner:
         return out
 
     def _best_throughput_rows(self, done: dict[Point, tuple[Prepared, Series]]) -> None:
-        """Per pair and part, the speed-up with each model at its own best-throughput batch size
-        (where either model was timed at more than one): unpaired, from the points' calls."""
-        models = {p.model for p in done}
-        for fast, teacher in pairs_among(models):
+        """Per pair of settings and part, the speed-up with each setting at its own best-throughput
+        batch size (where either was timed at more than one): unpaired, from the points' calls."""
+        labels = {prep.label: prep.point.model for prep, _ in done.values()}
+        pairs = [(f, t) for fast, teacher in pairs_among(set(labels.values()))
+                 for f in labels if labels[f] == fast for t in labels if labels[t] == teacher]
+        for fast, teacher in pairs:
             for part in (GENERATOR, END_TO_END):
-                mine = {m: {p.batch_size: v for p, v in done.items() if p.model == m and p.part == part}
+                mine = {m: {p.batch_size: v for p, v in done.items() if v[0].label == m and p.part == part}
                         for m in (fast, teacher)}
                 if not (mine[fast] and mine[teacher]) or max(len(mine[fast]), len(mine[teacher])) < 2:
                     continue
@@ -647,7 +865,9 @@ class _Runner:
             self.run.add(**settings, metric=MS_PER_BATCH, status=OOM, notes=_first_line(exc), config=config)
             return
         note = f"{type(exc).__name__}: {_first_line(exc)}"
-        self.errors.append(f"{point.model} bs={point.batch_size} decode={point.part}: {note}")
+        where = self.settings[(point.model, point.variant)].label if (point.model, point.variant) in self.settings \
+            else point.model
+        self.errors.append(f"{where} bs={point.batch_size} decode={point.part}: {note}")
         self.run.add(**settings, metric=MS_PER_BATCH, status=ERROR, notes=note, config=config)
 
 
@@ -660,10 +880,11 @@ def _flops(info: ModelInfo, point: Point) -> float:
     return point.batch_size * flops_per_image(info, generator=point.part != DECODER, decode=point.part != GENERATOR)
 
 
-def _benchmark_name(s: dict[str, Any]) -> str:
+def _benchmark_name(s: dict[str, Any], member: str) -> str:
     """pyperf benchmark name: the settings that tell points apart within a run, and match the
-    same point across runs (so `python -m pyperf compare_to old.json new.json` pairs them)."""
-    return (f"{s['model']}/bs{s['batch_size']}/decode-{s['decode']}/{s['dtype']}/"
+    same point across runs (so `python -m pyperf compare_to old.json new.json` pairs them);
+    `member` is the setting's label (the model id, with its options if any)."""
+    return (f"{member}/bs{s['batch_size']}/decode-{s['decode']}/{s['dtype']}/"
             f"{'compiled' if s['compiled'] else 'eager'}")
 
 
@@ -707,13 +928,13 @@ def run_sweep(config: SweepConfig, out: str | Path, pyperf_json: str | Path | No
                              "another path")
     if pyperf_json is not None and Path(pyperf_json).exists():
         raise InputError(f"pyperf file {pyperf_json} already exists; choose a new --pyperf-json path")
+    infos, settings = inspect_models(config)  # before the run file: a bad checkpoint or option writes nothing
     run = RunFile(out, provenance)
     if config.backend == "jax":
         from harness.timing.jax_runner import JaxRunner as runner_class
     else:
         runner_class = _Runner
-    runner = runner_class(config, run, progress)
-    infos = {m: model_info(m) for m in config.models}
+    runner = runner_class(config, run, progress, settings)
     points = plan(config, infos)
     try:
         if config.calibrate:

@@ -104,12 +104,15 @@ def test_random_weight_rows_never_enter_quality_ranks(inputs, tmp_path):
     # ... and the random-init timing rows still give their timings.
     assert {(r["batch_size"], r["ms_per_image"], r["ms_per_image_decode"]) for r in measured} == {
         ("1", "35.000", "535.000"), ("4", "8.750", "133.750")}
-    ranked = sorted({(int(r["fid_rank"]), r["model"], r["source"], r["fid"]) for r in rows if r["fid_rank"]})
-    assert ranked == [(1, "biflow-b2", "paper", "2.39"), (2, "meanflow-b2", "paper", "6.17"),
-                      (3, "meanflow-b2", "measured", "6.50"), (4, "itarflow-b2", "paper", "6.83")]
+    ranked = sorted({(r["source"], int(r["fid_rank"]), r["model"], r["fid"]) for r in rows if r["fid_rank"]})
+    # FIDs rank only against FIDs of equal N and reference: FID-50K of the papers apart from the measured N = 1000
+    assert ranked == [("measured", 1, "meanflow-b2", "6.50"), ("paper", 1, "biflow-b2", "2.39"),
+                      ("paper", 2, "meanflow-b2", "6.17"), ("paper", 3, "itarflow-b2", "6.83")]
     unranked = {r["model"] for r in rows if not r["fid_rank"]}
     assert unranked == {"biflow-b2", "itarflow-b2"}  # measured with random weights only: timings, no rank
-    assert [r["fid_rank"] for r in rows] == ["1", "2", "3", "3", "4"] + [""] * 4  # by rank, unranked last
+    # group by group (most samples first), by rank; unranked last
+    assert [(r["source"], r["fid_rank"]) for r in rows] == [("paper", "1"), ("paper", "2"), ("paper", "3"),
+                                                            ("measured", "1"), ("measured", "1")] + [("measured", "")] * 4
 
 
 def test_the_narrowest_interval_wins_not_the_latest_run_and_teacher_speedup(inputs, tmp_path):
@@ -149,14 +152,23 @@ def test_regeneration_is_byte_stable_whatever_the_row_order(inputs, tmp_path):
         assert b"2026-11" not in data  # no timestamps
 
 
-def test_markdown_holds_the_csv_cells(inputs, tmp_path):
+def test_markdown_holds_the_csv_cells_with_intervals_beside_their_values(inputs, tmp_path):
     published, runs = inputs
     paths = leaderboard.write_leaderboard(published, runs, tmp_path, plot=False)
-    rows = list(csv.reader(open(paths["csv"], newline="")))
+    rows = list(csv.DictReader(open(paths["csv"], newline="")))
     md = paths["md"].read_text().splitlines()
-    assert len(md) == len(rows) + 1  # header, separator, one line per row
-    parsed = [[c.strip().replace("\\|", "|") for c in line.strip("|").split(" | ")] for line in [md[0]] + md[2:]]
-    assert parsed == rows
+    assert len(md) == len(rows) + 2  # header, separator, one line per row
+    header = [c.strip() for c in md[0].strip("|").split(" | ")]
+    assert header == [c for c in leaderboard.LEADERBOARD_COLUMNS if not c.endswith(("_ci_low", "_ci_high"))]
+    for line, row in zip(md[2:], rows):
+        cells = dict(zip(header, (c.strip().replace("\\|", "|") for c in line.strip("|").split(" | "))))
+        for col, cell in cells.items():
+            if col in ("fid", "speedup", "speedup_decode") and row[col]:
+                low, high = row[f"{col}_ci_low"], row[f"{col}_ci_high"]
+                missing = " (no interval)" if col == "fid" else ""
+                assert cell == (f"{row[col]} [{low}, {high}]" if low else row[col] + missing), (col, cell)
+            else:
+                assert cell == row[col], (col, cell)
 
 
 def test_pareto_points_and_plot(inputs, tmp_path):
@@ -289,12 +301,115 @@ def test_mini_runs_make_their_own_table_and_random_weights_are_never_ranked(inpu
         r = rows[model]
         assert (float(r["fid"]), float(r["fid_half_steps"]), float(r["fid_random"])) == (trained, half, random_fid)
         assert (r["train_steps"], r["half_steps"]) == ("100", "50")
+        assert (r["dtype"], r["options"], r["quality"]) == ("float32", "", "")  # one setting each, older than the gate
     assert [rows[m]["fid_rank"] for m in rows] == ["1", "2", "3"]  # random FIDs (all larger) take no rank
-    assert float(rows["biflow-mini"]["speedup_batched"]) == pytest.approx(80.0)
     assert rows["biflow-mini"]["ms_per_image"] == "8.000" and rows["biflow-mini"]["batch_size"] == "64"
     assert rows["tarflow-mini"]["fid_reference"] == "adm digits-heldout-stats.npz"
     md = paths["mini_md"].read_text().splitlines()
     assert md[0].startswith("| fid_rank | model |") and len(md) == 2 + len(rows)
+    assert "| 20.00 (no interval) |" in md[2]  # FIDs of that run have no interval
+    # runs without speedup rows: the ratio of the two models' times, exact decoding only, no interval
+    speed = board_rows(paths["mini_speedup_csv"])
+    assert [(r["model"], r["teacher"], r["basis"], r["batch_size"], r["speedup"], r["speedup_ci_low"]) for r in speed
+            ] == [("biflow-mini", "tarflow-mini", "exact decoding", bs, "80.0", "") for bs in ("1", "64")]
+    assert (speed[0]["fid"], speed[0]["teacher_fid"]) == ("30.00", "20.00")
+
+
+def mini_settings_run(runs):
+    """A mini track run with the quality gate: tarflow-mini at sequential (its reference), Jacobi at
+    1e-3 (verified, FID within 2%) and at 0.1 (failed, the fastest), each with its FID; biflow-mini and
+    rf-mini at their defaults; bf16 of each in a second bench file; speedup rows of biflow-mini over
+    each teacher setting at batch 1 and 64."""
+    base = {**MEASURED, "schema_version": 2, "created": "2026-12-01T12:00:00+00:00", "params": 1}
+    ref = {"mode": "adm", "reference": "digits-heldout-stats.npz", "network": "inception"}
+    manifest, files = [], {"trained": [], "bench": [], "bench-bf16": []}
+    seq, jac, loose = {}, {"decoding": "jacobi", "jacobi_tol": 0.001}, {"decoding": "jacobi", "jacobi_tol": 0.1}
+    # model, options, dtype, quality, FID (interval), ms per image at batch 1 and 64, iterations (mean, max)
+    settings = [("tarflow-mini", seq, "float32", "reference", (20.0, 18.0, 22.0), (640.0, 10.0), (15, 15)),
+                ("tarflow-mini", jac, "float32", "verified", (20.2, 18.2, 22.2), (300.0, 12.0), (6.5, 9)),
+                ("tarflow-mini", loose, "float32", "failed", (23.0, 21.0, 25.0), (100.0, 5.0), (2.0, 3)),
+                ("tarflow-mini", seq, "bfloat16", "verified", (20.3, 18.3, 22.3), (500.0, 9.0), (15, 15)),
+                ("biflow-mini", seq, "float32", "reference", (21.0, 19.0, 23.0), (8.0, 0.125), None),
+                ("biflow-mini", seq, "bfloat16", "verified", (21.1, 19.1, 23.1), (7.0, 0.1), None),
+                ("rf-mini", seq, "float32", "reference", (60.0, 55.0, 65.0), (7.0, 0.1), None)]
+    for model, options, dtype, quality, (fid, low, high), ms, iters in settings:
+        weights = f"sha256:{model}"
+        row = {**base, "run_id": "b", "model": model, "family": model.split("-")[0], "nfe": 1, "dtype": dtype,
+               "weights": weights, "quality": quality}
+        if options == seq and dtype == "float32":  # nfebench eval of the trained model (as the track runs it)
+            files["trained"] += [{**row, "run_id": "e", "batch_size": 100, "decode": "on", "n": 200, "quality": "",
+                                  "metric": FID, "value": fid, "ci_low": low, "ci_high": high, "config": ref},
+                                 {**row, "run_id": "e", "batch_size": 100, "decode": "on", "n": 200, "quality": "",
+                                  "metric": "precision", "value": 0.5, "config": ref}]
+            manifest.append({"model": model, "role": "trained", "steps": 100, "weights": weights})
+        else:  # the gate's FID of a fast setting
+            files["bench" if dtype == "float32" else "bench-bf16"].append(
+                {**row, "batch_size": 100, "decode": "on", "n": 200, "metric": FID, "value": fid, "ci_low": low,
+                 "ci_high": high, "config": {**ref, "options": options}})
+        for bs, value in zip((1, 64), ms):
+            config = {"options": options, **({"iterations_mean": iters[0], "iterations_max": iters[1]} if iters else {})}
+            files["bench" if dtype == "float32" else "bench-bf16"].append(
+                {**row, "batch_size": bs, "decode": "off", "n": 9, "metric": MS_PER_IMAGE, "value": value,
+                 "ci_low": 0.98 * value, "ci_high": 1.03 * value, "config": config})
+    for dtype, teachers in (("float32", settings[:3]), ("bfloat16", settings[3:4])):
+        fast = next(s for s in settings if s[0] == "biflow-mini" and s[2] == dtype)
+        for _, options, _, quality, _, ms, _ in teachers:
+            for i, bs in enumerate((1, 64)):
+                ratio = ms[i] / fast[5][i]
+                files["bench" if dtype == "float32" else "bench-bf16"].append(
+                    {**base, "run_id": "b", "model": "biflow-mini", "family": "biflow", "nfe": 1, "dtype": dtype,
+                     "batch_size": bs, "decode": "off", "weights": "sha256:biflow-mini", "quality": fast[3],
+                     "metric": "speedup", "value": ratio, "ci_low": 0.95 * ratio, "ci_high": 1.05 * ratio, "n": 9,
+                     "config": {"teacher": "tarflow-mini", "options": {}, "teacher_options": options,
+                                "teacher_quality": quality, "teacher_exact": options == seq,
+                                "fast_ms_per_image": fast[5][i], "teacher_ms_per_image": ms[i]}})
+    for role, rows in files.items():
+        write_csv(runs / f"mini-full-y-{role}.csv", rows)
+    atomic_write(runs / "mini-full-y.json", json.dumps({"checkpoints": manifest}))
+
+
+def test_mini_table_has_a_row_per_setting_and_speedups_both_ways(tmp_path):
+    runs = tmp_path / "runs"
+    mini_settings_run(runs)
+    published = write_csv(tmp_path / "published.csv", published_rows(), ("evidence",))
+    paths = leaderboard.write_leaderboard(published, runs, tmp_path / "out", plot=False)
+    rows = {(r["model"], r["dtype"], r["options"]): r for r in board_rows(paths["mini_csv"])}
+    seq, jac, loose = (("tarflow-mini", "float32", o) for o in ("", "decoding=jacobi,jacobi_tol=0.001",
+                                                               "decoding=jacobi,jacobi_tol=0.1"))
+    assert set(rows) == {seq, jac, loose, ("tarflow-mini", "bfloat16", ""), ("biflow-mini", "float32", ""),
+                         ("biflow-mini", "bfloat16", ""), ("rf-mini", "float32", "")}
+    assert [rows[k]["quality"] for k in (seq, jac, loose)] == ["reference", "verified", "failed"]
+    j = rows[jac]
+    assert (j["fid"], j["fid_ci_low"], j["fid_ci_high"]) == ("20.20", "18.20", "22.20")
+    assert (j["ms_per_image"], j["ms_per_image_batched"], j["batch_size"]) == ("300.000", "12.000", "64")
+    assert (j["iterations_mean"], j["iterations_max"], j["iterations_mean_batched"]) == ("6.50", "9", "6.50")
+    assert rows[seq]["fid_half_steps"] == "" and rows[seq]["train_steps"] == "100"
+    # ranks (every interval of half-width 2: se 1.02, resolved beyond 1.96 sqrt(2) x 1.02 = 2.83): 20.0, 20.2,
+    # 20.3, 21.0 and 21.1 share rank 1; 23.0 is resolved from 20.0 alone (3.0 > 2.83; 2.8 is not): rank 2;
+    # 60.0 from all six: rank 7
+    ranks = {k[0] + " " + k[1] + " " + k[2]: int(r["fid_rank"]) for k, r in rows.items()}
+    assert ranks == {"tarflow-mini float32 ": 1, "tarflow-mini float32 decoding=jacobi,jacobi_tol=0.001": 1,
+                     "tarflow-mini bfloat16 ": 1, "biflow-mini float32 ": 1, "biflow-mini bfloat16 ": 1,
+                     "tarflow-mini float32 decoding=jacobi,jacobi_tol=0.1": 2, "rf-mini float32 ": 7}
+    md = paths["mini_md"].read_text()
+    assert "| 20.20 [18.20, 22.20] |" in md and "| 300.000 [294.000, 309.000] |" in md
+    # the student over its teacher: at exact (sequential) decoding and at the fastest verified setting
+    speed = {(r["dtype"], r["batch_size"], r["basis"]): r for r in board_rows(paths["mini_speedup_csv"])}
+    assert set(speed) == {(d, bs, b) for d, bs, b in
+                          [("float32", "1", "exact decoding"), ("float32", "1", "fastest verified"),
+                           ("float32", "64", "exact decoding"), ("float32", "64", "fastest verified"),
+                           ("bfloat16", "1", "exact decoding"), ("bfloat16", "1", "fastest verified"),
+                           ("bfloat16", "64", "exact decoding"), ("bfloat16", "64", "fastest verified")]}
+    exact1, fast1 = speed[("float32", "1", "exact decoding")], speed[("float32", "1", "fastest verified")]
+    assert (exact1["teacher_options"], exact1["speedup"], exact1["fid"], exact1["teacher_fid"]) == (
+        "", "80.0", "21.00", "20.00")
+    # Jacobi at 0.1 is faster still, but failed: the fastest verified teacher is Jacobi at 1e-3
+    assert (fast1["teacher_options"], fast1["speedup"], fast1["teacher_fid"], fast1["teacher_quality"]) == (
+        "decoding=jacobi,jacobi_tol=0.001", "37.5", "20.20", "verified")
+    assert (fast1["speedup_ci_low"], fast1["speedup_ci_high"]) == ("35.6", "39.4")
+    # at batch 64 sequential is the teacher's fastest verified decoding
+    assert speed[("float32", "64", "fastest verified")]["teacher_options"] == ""
+    assert speed[("bfloat16", "1", "exact decoding")]["teacher_fid"] == "20.30"
 
 
 def test_an_unreadable_mini_manifest_is_refused(inputs, tmp_path):
@@ -317,7 +432,9 @@ def test_committed_tables_are_what_the_committed_runs_regenerate(tmp_path):
 
 
 def test_readme_mini_table_quotes_the_committed_leaderboard():
-    board = {r["model"]: r for r in board_rows(REPO / "results" / "leaderboard-mini.csv")}
+    # the README quotes each model at its reference setting: float32, default options
+    board = {r["model"]: r for r in board_rows(REPO / "results" / "leaderboard-mini.csv")
+             if r["dtype"] == "float32" and r["options"] == ""}
     quoted = {}
     for line in (REPO / "README.md").read_text().splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -425,3 +542,60 @@ def test_cli_include_local_writes_to_the_local_folder(inputs, tmp_path, monkeypa
     assert main(args + ["--include-local", "--out", "results"]) == 2
     assert "never over the committed tables" in capsys.readouterr().err
     assert not (tmp_path / "results" / "leaderboard.csv").exists()
+
+
+def gate_run(folder, created="2026-12-01T10:00:00+00:00"):
+    """A bench run of biflow-b2 and its teacher with the quality gate: the teacher at sequential
+    decoding (its reference) and at Jacobi (unverified: random weights), biflow-b2 in bf16 (failed)."""
+    rows = []
+    for model, family, options, dtype, quality, ms in (
+            ("itarflow-b2", "tarflow", {}, "float32", "reference", 9000.0),
+            ("itarflow-b2", "tarflow", {"decoding": "jacobi", "jacobi_tol": 0.001}, "float32", "unverified", 3000.0),
+            ("biflow-b2", "biflow", {}, "float32", "reference", 300.0),
+            ("biflow-b2", "biflow", {}, "bfloat16", "failed", 100.0)):
+        rows.append(timing_row("g", created, ms, (0.99 * ms, 1.01 * ms), model=model, family=family, dtype=dtype,
+                               quality=quality, config={"options": options}))
+    for options, exact, ratio in (({}, True, 30.0), ({"decoding": "jacobi", "jacobi_tol": 0.001}, False, 10.0)):
+        rows.append(timing_row("g", created, ratio, (0.95 * ratio, 1.05 * ratio), metric="speedup", quality="reference",
+                               config={"teacher": "itarflow-b2", "options": {}, "teacher_options": options,
+                                       "teacher_exact": exact}))
+    write_csv(folder / "bench-gate.csv", rows)
+
+
+def test_settings_are_rows_of_their_own_with_their_quality_and_the_exact_teacher_speedup(tmp_path):
+    published = write_csv(tmp_path / "published.csv", published_rows(), ("evidence",))
+    gate_run(tmp_path / "runs")
+    paths = leaderboard.write_leaderboard(published, tmp_path / "runs", tmp_path / "out", plot=False)
+    rows = {(r["model"], r["dtype"], r["options"]): r for r in board_rows(paths["csv"]) if r["source"] == "measured"}
+    assert set(rows) == {("itarflow-b2", "float32", ""), ("itarflow-b2", "float32", "decoding=jacobi,jacobi_tol=0.001"),
+                         ("biflow-b2", "float32", ""), ("biflow-b2", "bfloat16", "")}
+    assert [rows[k]["quality"] for k in sorted(rows)] == ["failed", "reference", "reference", "unverified"]
+    # the student's speed-up is over the teacher at exact (sequential) decoding, not over its Jacobi setting
+    assert rows[("biflow-b2", "float32", "")]["speedup"] == "30.0"
+
+
+def test_the_pareto_plot_pairs_a_paper_fid_only_with_a_reference_or_verified_timing(tmp_path):
+    published = write_csv(tmp_path / "published.csv", published_rows(), ("evidence",))
+    gate_run(tmp_path / "runs")
+    board = leaderboard.build(leaderboard.read_published(published) + leaderboard.read_runs(tmp_path / "runs"))
+    points = [p for p in leaderboard.pareto_points(board) if p["kind"] == "measured-time"]
+    # biflow-b2 bf16 (failed, 100 ms) and the teacher's Jacobi (unverified, 3000 ms) are faster, but not drawn
+    assert sorted((p["model"], p["ms"]) for p in points) == [("biflow-b2", 300.0), ("itarflow-b2", 9000.0)]
+
+
+def test_ranks_do_not_resolve_what_the_intervals_cannot(tmp_path):
+    published = write_csv(tmp_path / "published.csv", published_rows(), ("evidence",))
+    ref = {"mode": "adm", "reference": "ref.npz", "network": "inception"}
+    runs = tmp_path / "runs"
+    for i, (model, fid, low, high) in enumerate((("meanflow-b2", 6.5, 6.1, 6.9), ("sit-b2", 6.8, 6.4, 7.2),
+                                                 ("imf-b2", 9.0, 8.6, 9.4))):
+        rows = eval_run(f"q{i}", fid, "sha256:ab", model=model)
+        write_csv(runs / f"q{i}.csv", [{**r, "ci_low": low, "ci_high": high, "config": ref} if r["metric"] == FID
+                                       else r for r in rows])
+    board = {r["model"]: r for r in board_rows(leaderboard.write_leaderboard(published, runs, tmp_path / "o",
+                                                                             plot=False)["csv"])
+             if r["source"] == "measured"}
+    assert {m: board[m]["fid_rank"] for m in board} == {"meanflow-b2": "1", "sit-b2": "1", "imf-b2": "3"}
+    assert (board["sit-b2"]["fid_ci_low"], board["sit-b2"]["fid_ci_high"]) == ("6.40", "7.20")
+    md = (tmp_path / "o" / "leaderboard.md").read_text()
+    assert "| 6.80 [6.40, 7.20] |" in md and "| 2.39 (no interval) |" in md

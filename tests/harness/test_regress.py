@@ -294,3 +294,16 @@ def test_a_calibration_slowed_by_a_burst_of_other_work_does_not_hide_a_slowdown(
     assert report.calibration_ratio == pytest.approx(1.0)
     assert any("the machine's speed changed during the run" in n for n in report.notes)
     assert {c.setting["model"] for c in report.regressions} == {"biflow-b2"}
+
+
+@pytest.mark.parametrize("metric, new, note", [("kid", 0.02, "worse"), ("kid", 0.005, "better"),
+                                               ("fd_dinov2", 90.0, "worse"), ("fd_dinov2", 70.0, "better"),
+                                               ("density", 1.2, "better"), ("coverage", 0.4, "worse")])
+def test_kid_and_fd_dinov2_are_lower_is_better_density_and_coverage_higher(tmp_path, metric, new, note):
+    before = {"kid": 0.01, "fd_dinov2": 80.0, "density": 1.0, "coverage": 0.5}
+    q = quality_rows()[0]
+    rows = [{**q, "metric": m, "value": v} for m, v in before.items()]
+    base = write(tmp_path / "b.csv", rows)
+    cur = write(tmp_path / "c.csv", [{**r, "value": new} if r["metric"] == metric else r for r in rows])
+    report = regress.compare_files(base, cur, metric_atol=1e-3)
+    assert [(c.metric, c.note) for c in report.regressions] == [(metric, note)]

@@ -19,7 +19,7 @@ from harness.datasets import load_digits_split
 from harness.results import FID, MS_PER_IMAGE, read_run
 from harness.seeding import sample_labels, sample_noise
 from harness.track import (BASELINE, BUDGETS, HALF, MODELS, RANDOM, STUDENT, TEACHER, TRAINED, Budget,
-                           ensure_trained, run_track)
+                           ensure_trained, gs_jacobi_setting, run_track, teacher_settings)
 
 # The expectations, stated once (README, mini track): a trained model's FID is at most
 # RANDOM_FACTOR times its random-weight architecture's; the student's at most STUDENT_FACTOR
@@ -125,7 +125,8 @@ def test_the_committed_full_run_meets_the_expectations():
     assert fids[STUDENT] <= STUDENT_FACTOR * fids[TEACHER], fids
     bench = read_run(folder / manifest["bench_file"])
     batched = bench["batch_size"].astype(str).isin(["64", "64.0"])
-    ms = bench[(bench["metric"] == MS_PER_IMAGE) & batched].set_index("model")["value"].astype(float)
+    default = bench["config"].map(lambda c: not json.loads(c).get("options"))  # each model at its defaults
+    ms = bench[(bench["metric"] == MS_PER_IMAGE) & batched & default].set_index("model")["value"].astype(float)
     assert ms[TEACHER] >= MIN_SPEEDUP * ms[STUDENT], ms.to_dict()
     # The FIDs in the manifest are the ones in the committed run files.
     for role, name in manifest["run_files"].items():
@@ -133,3 +134,47 @@ def test_the_committed_full_run_meets_the_expectations():
         for r in rows[rows["metric"] == FID].to_dict("records"):
             key = r["model"] if role == TRAINED else f"{r['model']}@{role}"
             assert fids[key] == pytest.approx(r["value"])
+
+
+def test_the_committed_full_run_times_trained_settings_each_with_its_fid():
+    manifest, folder = _committed_full_run()
+    if manifest["format"] < 2:
+        pytest.skip("the committed run predates manifest format 2 (trained, quality-gated bench settings)")
+    trained = {c["model"]: c["weights"] for c in manifest["checkpoints"] if c["role"] == TRAINED}
+    f32, bf16 = (read_run(folder / manifest[k]) for k in ("bench_file", "bench_bf16_file"))
+    for df in (f32, bf16):
+        timed = df[(df["metric"] == MS_PER_IMAGE) & (df["model"] != "calibration")]
+        assert set(timed["weights"]) == set(trained.values())  # trained checkpoints, never random weights
+        assert set(timed["quality"]) <= {"reference", "verified", "failed"}
+    # the teacher: sequential, Jacobi at three tolerances and GS-Jacobi, at batch 1 and 64, with
+    # iterations; each setting has a FID of N samples on the same weights
+    options = lambda c: json.dumps(json.loads(c).get("options") or {}, sort_keys=True)  # noqa: E731
+    teacher = f32[(f32["model"] == TEACHER) & (f32["metric"] == MS_PER_IMAGE)]
+    settings = set(teacher["config"].map(options))
+    assert len(settings) == 5 and teacher.groupby(teacher["config"].map(options)).size().eq(2).all()
+    for c in teacher["config"]:
+        c = json.loads(c)
+        assert {"iterations_mean", "iterations_max", "iterations_per_block"} <= set(c)
+        if not c["options"]:
+            assert c["iterations_per_block"] == [15] * 4  # sequential: T - 1 per block
+    fids = f32[(f32["metric"] == FID) & (f32["model"] == TEACHER)]
+    assert set(fids["config"].map(options)) == settings and set(fids["n"].astype(int)) == {200}
+    # bf16 of every trained model has its FID beside the float32 one
+    assert set(bf16[bf16["metric"] == FID]["model"]) == set(MODELS)
+    assert {k.rsplit("@", 1)[1] for k in manifest["setting_fids"]} == {"float32", "bfloat16"}
+
+
+@pytest.mark.slow
+def test_the_teacher_settings_parse_and_gs_jacobi_segments_a_block(ci_track):
+    from harness.settings import parse_option_sets
+    from harness.track import _options_arg
+
+    teacher = next(c for c in ci_track.checkpoints if c.model == TEACHER and c.role == TRAINED)
+    gs, record = gs_jacobi_setting(teacher, load_digits_split())
+    assert gs["decoding"] == "gs-jacobi" and max(gs["gs_segments"]) == 8 and len(gs["gs_segments"]) == 4
+    assert len(record["crm"]) == 4 and record["source"].startswith("gs_jacobi_plan")
+    if "ranked no block tough" in record["source"]:  # the fallback cuts the block of the highest CRM
+        assert gs["gs_segments"].index(8) == record["crm"].index(max(record["crm"]))
+    settings = teacher_settings(gs)
+    parsed = parse_option_sets([_options_arg(TEACHER, o) for o in settings], (TEACHER,))[TEACHER]
+    assert list(parsed) == settings  # what the track passes to nfebench bench is what it meant

@@ -1,6 +1,8 @@
-"""`nfebench bench` from the command line: bad input exits 2 and writes nothing, and the README's
-order (the main job, then the tests) leaves the committed leaderboard and its test alone."""
+"""`nfebench bench` from the command line: bad input exits 2 and writes nothing, checkpoints, --set
+and --options reach the rows, the summary is readable off a terminal, and the README's order
+(the main job, then the tests) leaves the committed leaderboard and its test alone."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -76,3 +78,99 @@ def test_readme_order_main_job_then_tests_stays_green(monkeypatch, capsys, tmp_p
             p.unlink()
         if not existed and local.is_dir():
             local.rmdir()
+
+
+# --- checkpoints, --set and --options --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mini_checkpoint(tmp_path_factory):
+    import torch
+
+    from adapters import load_sampler
+
+    path = tmp_path_factory.mktemp("ckpt") / "tarflow-mini.pt"
+    torch.save(load_sampler("tarflow-mini").net.state_dict(), path)
+    return path
+
+
+def bench_argv(out, *extra, models="tarflow-mini"):
+    return ["bench", "--models", models, "--batch-sizes", "1", "--device", "cpu", "--no-progress",
+            "--no-calibration", "--warmup", "0", "--repeats", "5", "--max-time", "0.2", "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--options", "decoding=jacobi,jacobi_size=3"],
+     "tarflow-mini (family tarflow) has no option(s) jacobi_size; it accepts: annealed_guidance, attn_temp, "
+     "guide_what, denoise, decoding, jacobi_tol, jacobi_max_iters, jacobi_init, gs_segments"),
+    (["--options", "decoding=jacobi,jacobi_tol=-1"], "jacobi_tol must be a number >= 0, got -1"),
+    (["--options", "decoding=gs-jacobi,gs_segments=1/2"], "gs_segments has 2 entries, but the model has 4 blocks"),
+    (["--options", "decoding"], "'decoding' is not key=value"),
+    (["--options", "jacobi_tol="], "is not key=value"),
+    (["--options", ""], "--options needs key=value pairs"),
+    (["--options", "rf-mini:steps=2"], "names 'rf-mini', which is not among the models benchmarked"),
+    (["--set", "num_blocks"], "'num_blocks' is not key=value"),
+    (["--set", "depth=2"], "unknown config option(s) depth"),
+    (["--checkpoint", "no-such-file.pt"], "checkpoint no-such-file.pt does not exist"),
+])
+def test_bad_settings_exit_2_naming_what_is_wrong(tmp_path, capsys, extra, message):
+    assert main(bench_argv(tmp_path / "run.csv", *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_options_without_a_value_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:  # argparse: "expected one argument"
+        main(bench_argv(tmp_path / "run.csv", "--options"))
+    assert exc.value.code == 2 and "--options: expected one argument" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_option_one_family_lacks_names_that_family_and_the_prefix(tmp_path, capsys):
+    assert main(bench_argv(tmp_path / "run.csv", "--options", "decoding=jacobi", models="biflow-mini,tarflow-mini")) == 2
+    err = capsys.readouterr().err
+    assert "biflow-mini (family biflow) has no option(s) decoding; it accepts: none" in err
+    assert "--options biflow-mini:key=value" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_that_does_not_fit_set_names_its_tensors(tmp_path, capsys, mini_checkpoint):
+    argv = bench_argv(tmp_path / "run.csv", "--checkpoint", str(mini_checkpoint), "--set", "num_blocks=2")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {mini_checkpoint} does not match the model configuration: unexpected tensors:" in err
+    assert "blocks.2.attn_blocks.0.attention.norm.bias" in err and "(62 in all)" in err  # blocks 2 and 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_options_and_set_reach_the_rows_and_the_summary_is_whole_off_a_terminal(
+        tmp_path, capsys, mini_checkpoint):
+    from adapters.checkpoint import file_sha256
+
+    out = tmp_path / "run.csv"
+    argv = bench_argv(out, "--checkpoint", f"tarflow-mini={mini_checkpoint}", "--set", "tarflow-mini:denoise=false",
+                      "--options", "tarflow-mini:decoding=sequential",
+                      "--options", "tarflow-mini:decoding=gs-jacobi,gs_segments=1/1/4/1,jacobi_tol=1e-3",
+                      models="biflow-mini,tarflow-mini")
+    assert main(argv) == 0
+    printed = capsys.readouterr().out  # captured: not a terminal
+    df = read_run(out)
+    timed = df[(df.metric == "ms_per_image") & (df.model == "tarflow-mini")]
+    assert set(timed.weights) == {file_sha256(mini_checkpoint)}
+    assert set(timed.nfe.astype(int)) == {1}  # --set denoise=false: no score step
+    options = [json.loads(c)["options"] for c in timed.config]
+    # decoding=sequential is TARFlow's default setting: no options, the reference of the other
+    assert options == [{}, {"decoding": "gs-jacobi", "gs_segments": [1, 1, 4, 1], "jacobi_tol": 0.001}]
+    assert list(timed.quality)[0] == "reference"
+    # the speed-up of the student over each of its teacher's settings
+    speed = df[df.metric == SPEEDUP]
+    assert [json.loads(c)["teacher_options"] for c in speed.config] == options
+    # every cell whole, though rich would cut a table to 80 columns off a terminal
+    from harness.timing.summary import _num
+
+    gs = "tarflow-mini[decoding=gs-jacobi,gs_segments=1/1/4/1,jacobi_tol=0.001]"
+    line = next(line for line in printed.splitlines() if gs in line and "off" in line)
+    row = timed.iloc[1]
+    assert row.quality in ("verified", "failed")  # a checkpoint file: the gate checks it
+    for cell in (_num(row.value), f"{_num(row.ci_low)}-{_num(row.ci_high)}", str(int(row.n)), row.quality):
+        assert cell in line, (cell, line)
+    assert "…" not in printed

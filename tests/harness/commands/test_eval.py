@@ -299,3 +299,18 @@ def test_dinov2_features_and_kid_merge_the_same_on_two_ranks(baseline, reference
     rows = read_run(root / "dino2.csv").set_index("metric")
     assert sorted(rows.index) == sorted([results.FID, results.FD_DINOV2, results.KID])
     assert (rows["ci_high"] > rows["ci_low"]).all()
+
+
+def test_rows_carry_the_nfe_of_the_guidance_that_ran(tmp_path):
+    """--guidance 0.5 on a Rectified Flow adds the unconditional pass (NFE 1 -> 2), whatever the
+    config's default guidance; TARFlow's convention: +1 for guidance, +1 for the denoising step."""
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, arr_0=np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8))
+    nfe = {}
+    for model, guidance in (("rf-mini", None), ("rf-mini", 0.5), ("tarflow-mini", None), ("tarflow-mini", 1.0)):
+        out = tmp_path / f"{model}-{guidance}.csv"
+        argv = ["eval", "--model", model, "--num-samples", "2", "--batch-size", "2", "--seed", "0", "--ref", str(ref),
+                "--metrics", "fid", "--out", str(out)] + ([] if guidance is None else ["--guidance", str(guidance)])
+        assert main(argv) == 0
+        nfe[model, guidance] = int(read_run(out).nfe.iloc[0])
+    assert nfe == {("rf-mini", None): 1, ("rf-mini", 0.5): 2, ("tarflow-mini", None): 2, ("tarflow-mini", 1.0): 3}

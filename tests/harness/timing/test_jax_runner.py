@@ -25,8 +25,13 @@ def test_tpu_preset_path_on_cpu_writes_a_schema_valid_run(tmp_path, fake_jax_fam
     assert not res.errors
     df = read_run(tmp_path / "tpu.csv")
     assert list(df.columns) == list(results.COLUMNS) and set(df.status) == {results.OK}
-    timed = df[df.model != "calibration"]
+    gate = df[df.metric.isin([results.MAX_ABS_DEVIATION, results.MEAN_ABS_DEVIATION])]
+    timed = df[(df.model != "calibration") & ~df.index.isin(gate.index)]
     assert set(df.backend) == {"jax"} and set(df.device) == {"cpu"} and set(timed.dtype) == {"bfloat16"}
+    # bf16 differs from its reference (the port in float32): deviations measured, random weights: unverified
+    assert sorted(gate.model) == sorted(["fake-jax", "fake-jax-latent"] * 2) and (gate.value > 0).all()
+    assert set(gate.quality) == {results.UNVERIFIED} and set(timed[timed.model != DECODER_ID].quality) == {
+        results.UNVERIFIED}
     assert set(timed.compiled) == {True}
     points = {(m, int(b), d) for m, b, d in zip(timed.model, timed.batch_size, timed.decode)}
     assert points == ({(m, b, d) for m in ("fake-jax", "fake-jax-latent") for b in (1, 4) for d in ("off", "on")}
@@ -41,9 +46,10 @@ def test_tpu_preset_path_on_cpu_writes_a_schema_valid_run(tmp_path, fake_jax_fam
     dec = timed[(timed.model == DECODER_ID) & (timed.metric == results.MS_PER_BATCH)]
     assert set(dec.weights) == {"fake-vae"} and set(dec.params.astype(int)) == {7}
     # every point is traced once, when it is compiled, never in its timed calls (the decoder
-    # point's latents come from the generator of the same batch size, already traced)
+    # point's latents come from the generator of the same batch size, already traced); the quality
+    # gate traces each model's generate once in bf16 and once in float32 (its reference)
     compiles = timed[(timed.metric == results.COMPILE_MS) & (timed.model != DECODER_ID)]
-    assert len(fake_jax_family) == len(compiles) == 8
+    assert len(compiles) == 8 and len(fake_jax_family) == len(compiles) + 2 * 2
 
 
 def test_compile_time_is_kept_out_of_the_latency_rows(tmp_path, fake_jax_family, allow_cpu, monkeypatch):
@@ -124,3 +130,25 @@ def test_mfu_uses_the_peak_of_the_chips_used(tmp_path, fake_jax_family, allow_cp
     assert cfg["peak_flops"] == 275e12 * cfg["chips"] and cfg["flops_per_batch"] == pytest.approx(2 * 1e-6 * 1e9)
     seconds = m.loc[results.MS_PER_BATCH, "value"] / 1e3
     assert m.loc[results.MFU, "value"] == pytest.approx(cfg["flops_per_batch"] / seconds / cfg["peak_flops"])
+
+
+@pytest.mark.slow
+def test_jax_settings_get_options_iterations_and_the_gate(tmp_path, allow_cpu):
+    """tarflow-mini's Flax port in bf16, sequential and Jacobi: each compiled with its options, the
+    decoding passes of the timed batch from the port's statistics, and both checked against the
+    port in float32 at sequential decoding (the torch sampler's exact_options, which the port lacks)."""
+    config = with_preset("tpu", models=("tarflow-mini",), batch_sizes=(2,), decode="off", warmup=1, repeats=5,
+                         max_time=0.5, calibrate=False,
+                         options={"tarflow-mini": ({}, {"decoding": "jacobi", "jacobi_tol": 1e-3})})
+    run_sweep(config, tmp_path / "r.csv", None, progress=False)
+    df = read_run(tmp_path / "r.csv")
+    timed = df[df.metric == results.MS_PER_IMAGE]
+    seq, jac = (json.loads(c) for c in timed.config)
+    assert seq["options"] == {} and seq["iterations_per_block"] == [15] * 4
+    assert jac["options"] == {"decoding": "jacobi", "jacobi_tol": 0.001} and jac["iterations_per_block"] == [2] * 4
+    assert list(timed.quality) == [results.UNVERIFIED] * 2  # random weights
+    assert "not representative" in timed.notes.iloc[1] and "not representative" not in str(timed.notes.iloc[0])
+    gate = df[df.metric == results.MEAN_ABS_DEVIATION]
+    assert len(gate) == 2 and (gate.value > 0).all()  # bf16 against float32
+    for c in gate.config:
+        assert json.loads(c)["reference_setting"] == {"compiled": True, "dtype": "float32", "options": {}}
