@@ -18,6 +18,14 @@ When to stop (`Budget`), per member and per pair:
   call (for a pair: one round) by itself exceeds the budget: then it stops there, and its
   note says so.
 
+A call that follows another member's runs cold: the other model's working set has pushed its
+weights and activations out of the caches and the allocator's free lists (measured on 2 CPU
+cores: BiFlow-B/2 at batch 1 took 446 ms right after iTARFlow-B/2 against 336 ms alone, so its
+speed-up came out 25% low). So before a timed call that follows another member's, one
+untimed call of the same member (phase ``"rewarm"``) brings it back to its steady state,
+unless that call would cost more than `REWARM_SHARE` of the rest of the round: the slow
+member of a pair is not re-warmed, as a cold start is a small part of its long call.
+
 Warm-up rounds come first (same alternation) and never enter the statistics; peak memory
 is measured around each member's warm-up calls (or its first timed call without warm-up),
 never around a timed call, because resetting the peak (`harness.timing.memory`) returns
@@ -43,6 +51,10 @@ from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 from harness.errors import InputError
 from harness.timing.stats import DEFAULT_CI_TARGET, MIN_CALLS, median_interval, ratio_interval
+
+# A member is re-warmed before a timed call that follows another member's call when its own
+# call takes at most this share of the other members' calls in the round.
+REWARM_SHARE = 0.25
 
 # Why a member or pair stopped.
 MET, REPEATS, BUDGET, LONG_CALL, FAILED = "interval met", "repeats reached", "budget spent", "call over budget", "failed"
@@ -149,7 +161,7 @@ class PairSeries:
 class Rounds:
     members: dict[str, Series]
     pairs: dict[tuple[str, str], PairSeries]
-    order: list[tuple[str, str]]  # (member, "warmup" | "timed") in call order, for the record and tests
+    order: list[tuple[str, str]]  # (member, "warmup" | "rewarm" | "timed") in call order, for the record and tests
 
 
 def time_rounds(calls: Mapping[str, Callable[[], Any]], clock, *, warmup: int, budget: Budget,
@@ -219,6 +231,10 @@ def time_rounds(calls: Mapping[str, Callable[[], Any]], clock, *, warmup: int, b
             break
         times: dict[str, float] = {}
         for m in _ordered(active, round_no):
+            if order and order[-1][0] != m and _rewarm_pays(m, active, members):
+                call(m, "rewarm")
+                if members[m].error is not None:
+                    continue
             t = call(m, "timed")
             if t is not None:
                 times[m] = t
@@ -240,6 +256,20 @@ def time_rounds(calls: Mapping[str, Callable[[], Any]], clock, *, warmup: int, b
             sums = [a + b for a, b in zip(ps.fast, ps.teacher)]
             ps.note = _note("round", ps.stop, len(sums), ps.half_width(), budget, max(sums, default=0.0), 2)
     return Rounds(members, pair_series, order)
+
+
+def _last_call(s: Series) -> float | None:
+    return s.values[-1] if s.values else (s.warmups[-1] if s.warmups else None)
+
+
+def _rewarm_pays(m: str, active: list[str], members: Mapping[str, Series]) -> bool:
+    """True when one untimed call of `m` costs at most `REWARM_SHARE` of the other members' calls
+    (their latest calls stand for what they take); unknown call times (no call yet): False."""
+    own = _last_call(members[m])
+    others = [_last_call(members[o]) for o in active if o != m]
+    if own is None or not others or any(t is None for t in others):
+        return False
+    return own <= REWARM_SHARE * sum(others)
 
 
 def _ordered(active: list[str], round_no: int) -> list[str]:

@@ -98,9 +98,15 @@ def test_rounds_alternate_the_order_of_the_members():
     clock, calls = FakeClock(), []
     fns = {"a": member(clock, [0.3], calls, "a"), "b": member(clock, [10.0], calls, "b")}
     r = run(fns, clock, pairs=[("a", "b")], warmup=1, repeats=6, max_time=1000.0)
-    # warm-up a b, then timed b a, a b, b a, ...: each model goes first in every other round
-    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b", "b", "a"]
-    assert r.order[:2] == [("a", "warmup"), ("b", "warmup")] and {p for _, p in r.order[2:]} == {"timed"}
+    # warm-up a b, then timed b a, a b, b a, ...: each model goes first in every other round; the fast
+    # a is re-warmed (one untimed call) wherever it follows b, the slow b never is
+    assert calls == ["a", "b", "b", "a", "a", "a", "b", "b", "a", "a", "a", "b", "b", "a", "a"]
+    assert r.order[:2] == [("a", "warmup"), ("b", "warmup")]
+    timed = [m for m, p in r.order if p == "timed"]
+    assert timed == ["b", "a", "a", "b", "b", "a", "a", "b", "b", "a"]
+    assert [p for m, p in r.order[2:] if m == "b"] == ["timed"] * 5
+    # every timed call of a comes right after a call of a
+    assert all(r.order[i - 1][0] == "a" for i, (m, p) in enumerate(r.order) if m == "a" and p == "timed")
     ps = r.pairs[("a", "b")]
     assert ps.fast == pytest.approx([0.3] * 5) and ps.teacher == pytest.approx([10.0] * 5)  # met at 5 rounds
     assert ps.stop == MET and ps.ratio_interval() == (pytest.approx(10 / 0.3),) * 3
@@ -184,3 +190,20 @@ def test_bad_counts_are_refused():
         time_rounds({"a": lambda: None}, WallClock(), warmup=-1, budget=Budget(repeats=1))
     with pytest.raises(ValueError):
         time_rounds({"a": lambda: None}, WallClock(), warmup=0, budget=Budget(repeats=0))
+
+
+def test_similar_members_are_not_rewarmed_and_a_failing_rewarm_drops_the_member():
+    clock, calls = FakeClock(), []
+    fns = {"a": member(clock, [1.0], calls, "a"), "b": member(clock, [1.5], calls, "b")}
+    r = run(fns, clock, warmup=1, repeats=5, max_time=1000.0)
+    assert {p for _, p in r.order} == {"warmup", "timed"}  # 1.0 > 0.25 x 1.5: a re-warm would not pay
+
+    def fails_after_warmup():
+        fails_after_warmup.n += 1
+        clock.now += 0.1
+        if fails_after_warmup.n > 1:
+            raise RuntimeError("out of luck")
+    fails_after_warmup.n = 0
+    r = run({"a": fails_after_warmup, "b": member(clock, [10.0])}, clock, warmup=1, repeats=5, max_time=1000.0)
+    assert r.members["a"].error is not None and ("a", "rewarm") in r.order and not r.members["a"].values
+    assert len(r.members["b"].values) == 5
