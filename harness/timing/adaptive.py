@@ -21,10 +21,11 @@ When to stop (`Budget`), per member and per pair:
 A call that follows another member's runs cold: the other model's working set has pushed its
 weights and activations out of the caches and the allocator's free lists (measured on 2 CPU
 cores: BiFlow-B/2 at batch 1 took 446 ms right after iTARFlow-B/2 against 336 ms alone, so its
-speed-up came out 25% low). So before a timed call that follows another member's, one
-untimed call of the same member (phase ``"rewarm"``) brings it back to its steady state,
-unless that call would cost more than `REWARM_SHARE` of the rest of the round: the slow
-member of a pair is not re-warmed, as a cold start is a small part of its long call.
+speed-up came out 25% low; one untimed call in between still left it at 350-390 ms, two or
+three brought it to 330). So before a timed call that follows another member's, up to
+`MAX_REWARM` untimed calls of the same member (phase ``"rewarm"``) bring it back to its steady
+state, as many as cost at most `REWARM_SHARE` of the rest of the round: the slow member of a
+pair is not re-warmed, as a cold start is a small part of its long call.
 
 Warm-up rounds come first (same alternation) and never enter the statistics; peak memory
 is measured around each member's warm-up calls (or its first timed call without warm-up),
@@ -52,9 +53,9 @@ from typing import Any, Callable, ContextManager, Mapping, Sequence
 from harness.errors import InputError
 from harness.timing.stats import DEFAULT_CI_TARGET, MIN_CALLS, median_interval, ratio_interval
 
-# A member is re-warmed before a timed call that follows another member's call when its own
-# call takes at most this share of the other members' calls in the round.
-REWARM_SHARE = 0.25
+# Before a timed call that follows another member's call, a member gets as many untimed calls
+# (at most MAX_REWARM) as cost at most REWARM_SHARE of the other members' calls in the round.
+REWARM_SHARE, MAX_REWARM = 0.25, 3
 
 # Why a member or pair stopped.
 MET, REPEATS, BUDGET, LONG_CALL, FAILED = "interval met", "repeats reached", "budget spent", "call over budget", "failed"
@@ -231,8 +232,10 @@ def time_rounds(calls: Mapping[str, Callable[[], Any]], clock, *, warmup: int, b
             break
         times: dict[str, float] = {}
         for m in _ordered(active, round_no):
-            if order and order[-1][0] != m and _rewarm_pays(m, active, members):
-                call(m, "rewarm")
+            if order and order[-1][0] != m:
+                for _ in range(_rewarm_calls(m, active, members)):
+                    if call(m, "rewarm") is None:
+                        break
                 if members[m].error is not None:
                     continue
             t = call(m, "timed")
@@ -262,14 +265,15 @@ def _last_call(s: Series) -> float | None:
     return s.values[-1] if s.values else (s.warmups[-1] if s.warmups else None)
 
 
-def _rewarm_pays(m: str, active: list[str], members: Mapping[str, Series]) -> bool:
-    """True when one untimed call of `m` costs at most `REWARM_SHARE` of the other members' calls
-    (their latest calls stand for what they take); unknown call times (no call yet): False."""
+def _rewarm_calls(m: str, active: list[str], members: Mapping[str, Series]) -> int:
+    """How many untimed calls of `m` to make before its timed one: as many as cost at most
+    `REWARM_SHARE` of the other members' calls (their latest calls stand for what they take), up to
+    `MAX_REWARM`; 0 while a call time is unknown (no call yet)."""
     own = _last_call(members[m])
     others = [_last_call(members[o]) for o in active if o != m]
-    if own is None or not others or any(t is None for t in others):
-        return False
-    return own <= REWARM_SHARE * sum(others)
+    if not own or not others or any(t is None for t in others):
+        return 0
+    return min(MAX_REWARM, int(REWARM_SHARE * sum(others) / own))
 
 
 def _ordered(active: list[str], round_no: int) -> list[str]:
