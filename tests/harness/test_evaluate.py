@@ -222,7 +222,7 @@ def test_eval_bad_input_writes_no_rows(toy, tmp_path, capsys):
         (["--num-samples", "4", "--metrics", "fid,fvd"], "unknown metric(s) fvd"),
         (["--num-samples", "4", "--metrics", "kid"], "KID needs one of them"),
         (["--num-samples", "4", "--bootstrap", "1"], "--bootstrap must be 0"),
-        (["--num-samples", "4", "--set", "size"], "expected key=value"),
+        (["--num-samples", "4", "--set", "size"], "is not key=value"),
         (["--num-samples", "4", "--set", "width=3"], "unknown config option(s) width"),
         (["--num-samples", "4", "--metrics", "sfid"], "no sFID statistics"),
         (["--num-samples", "4", "--metrics", "pr"], "precision/recall needs one of them"),
