@@ -76,11 +76,19 @@ def test_append_refuses_a_file_that_is_not_a_run(tmp_path):
     assert path.read_text() == "a,b\n1,2\n"
 
 
-def test_schema_1_files_read_with_the_new_columns_empty():
-    from pathlib import Path
+# The header and first rows of a bench run written by schema 1 (2026-11-25, before intervals).
+SCHEMA_1_RUN = """\
+schema_version,run_id,created,git_sha,nfebench_version,versions,model,family,params,nfe,backend,device,device_name,dtype,compiled,batch_size,decode,guidance,seed,weights,metric,value,spread,n,status,source,citation,notes,config
+1,20261125T183608Z-03ed17,2026-11-25T18:36:08+00:00,b16f86108c2af4227867798e1b7e1fca2de3c376,0.1.0,python=3.11.7;torch=2.14.1,calibration,,,,torch,cpu,AMD EPYC,float32,False,,,,0,,calibration_ms,56.64142500063463,0.3133770005661063,5,ok,measured,,,"{""threads"": 2, ""workload"": ""float32 matmul 512x512 x40""}"
+1,20261125T183608Z-03ed17,2026-11-25T18:36:08+00:00,b16f86108c2af4227867798e1b7e1fca2de3c376,0.1.0,python=3.11.7;torch=2.14.1,biflow-b2,biflow,136194448,1,torch,cpu,AMD EPYC,float32,False,1,off,,0,random-init,ms_per_batch,328.5568039991631,1.9064970010731486,5,ok,measured,,,"{""max_time"": 6.0, ""repeats"": 5, ""threads"": 2, ""timer"": ""WallClock"", ""warmup"": 1}"
+"""
 
-    committed = Path(__file__).resolve().parents[2] / "results" / "runs" / "bench-cpu-cpu-20261125T183608Z-03ed17.csv"
-    df = read_run(committed)
+
+def test_schema_1_files_read_with_the_new_columns_empty(tmp_path):
+    path = tmp_path / "schema1.csv"
+    path.write_text(SCHEMA_1_RUN)
+    df = read_run(path)
+    assert len(df) == 2 and df.value.tolist()[1] == pytest.approx(328.5568039991631)
     assert set(COLUMNS) <= set(df.columns)
     assert set(df.schema_version) == {1}
     assert df.ci_low.isna().all() and df.ci_high.isna().all() and set(df.stable) == {""}
