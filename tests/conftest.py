@@ -142,3 +142,23 @@ def import_reference(folder: str, repo: str, *modules: str) -> list[types.Module
 def reference_code():
     """`import_reference` for a test: ``imf, = reference_code("imf", "Lyy-iiis/imeanflow", "imf")``."""
     return import_reference
+
+
+@pytest.fixture(scope="session")
+def dinov2_weights(tmp_path_factory):
+    """dinov2_vitl14's state_dict layout with random weights (nfebench's module, torch's default
+    initialisation, tokens and LayerScale gammas perturbed from their constants), saved once under
+    the official file name; returns its path."""
+    from harness.metrics.dinov2 import VITL14, VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(**VITL14)
+    with torch.no_grad():
+        for name, p in vit.named_parameters():
+            if name.endswith("gamma"):
+                p.copy_(0.1 + 0.05 * torch.randn(p.shape))
+            elif name in ("cls_token", "pos_embed", "mask_token"):
+                p.copy_(0.02 * torch.randn(p.shape))
+    path = tmp_path_factory.mktemp("dinov2") / "dinov2_vitl14_pretrain.pth"
+    torch.save(vit.state_dict(), path)
+    return path

@@ -388,28 +388,6 @@ def test_a_sampler_making_nan_is_one_line_exit_2_and_no_rows(monkeypatch, tmp_pa
     assert not (tmp_path / "work" / "result.json").exists()
 
 
-def random_dinov2_weights(path):
-    """dinov2_vitl14's state_dict layout with random weights (nfebench's module, torch's default
-    initialisation, tokens and LayerScale gammas perturbed from their constants); returns path."""
-    from harness.metrics.dinov2 import VITL14, VisionTransformer
-
-    torch.manual_seed(0)
-    vit = VisionTransformer(**VITL14)
-    with torch.no_grad():
-        for name, p in vit.named_parameters():
-            if name.endswith("gamma"):
-                p.copy_(0.1 + 0.05 * torch.randn(p.shape))
-            elif name in ("cls_token", "pos_embed", "mask_token"):
-                p.copy_(0.02 * torch.randn(p.shape))
-    torch.save(vit.state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def dinov2_weights(tmp_path_factory):
-    return random_dinov2_weights(tmp_path_factory.mktemp("dinov2") / "dinov2_vitl14_pretrain.pth")
-
-
 @pytest.mark.slow
 def test_fd_dinov2_through_ref_stats_eval_work_dir_and_fid(toy, tmp_path, monkeypatch, capsys, dinov2_weights):
     from harness.metrics.fid import load_stats as read_stats

@@ -259,24 +259,6 @@ def test_a_failing_rank_fails_the_run_without_hanging(reference, tmp_path):
     assert not (tmp_path / "run.csv").exists()
 
 
-@pytest.fixture(scope="module")
-def dinov2_weights(tmp_path_factory):
-    """dinov2_vitl14's layout with random weights (tokens and LayerScale gammas perturbed)."""
-    from harness.metrics.dinov2 import VITL14, VisionTransformer
-
-    torch.manual_seed(0)
-    vit = VisionTransformer(**VITL14)
-    with torch.no_grad():
-        for name, p in vit.named_parameters():
-            if name.endswith("gamma"):
-                p.copy_(0.1 + 0.05 * torch.randn(p.shape))
-            elif name in ("cls_token", "pos_embed", "mask_token"):
-                p.copy_(0.02 * torch.randn(p.shape))
-    path = tmp_path_factory.mktemp("dinov2") / "dinov2_vitl14_pretrain.pth"
-    torch.save(vit.state_dict(), path)
-    return path
-
-
 def test_dinov2_features_and_kid_merge_the_same_on_two_ranks(baseline, reference, dinov2_weights):
     """FD-DINOv2's statistics and KID's pool_3 features travel through shards and the torchrun
     exchange like Inception's: two ranks give the one-process numbers, bit for bit."""
