@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from adapters.vae import SD_FT_EMA, SDVAEDecoder, VAESpec
-from harness.errors import InputError
-from harness.sampler import ModelInfo, check_finite, check_generate_inputs
+from adapters.api.errors import InputError
+from adapters.api.sampler import ModelInfo, check_finite, check_generate_inputs
 
 
 def count_params(module: nn.Module) -> int:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from harness.errors import InputError
-from harness.sampler import RANDOM_INIT
+from adapters.api.errors import InputError
+from adapters.api.sampler import RANDOM_INIT, DecoderInfo
 
 SD_VAE_REPO = "stabilityai/sd-vae-ft-ema"
 SD_VAE_MSE_REPO = "stabilityai/sd-vae-ft-mse"
@@ -43,6 +43,9 @@ SD_VAE_CONFIG = dict(
 # (torch's FlopCounterMode counts 622.2; papers print about 310 because they count
 # multiply-adds). tests/harness/timing/test_peaks.py checks it against the counter.
 DECODER_GFLOPS_256 = 622.2
+# What the timing tables say of it (decoder-alone rows are `model="sd-vae"`); the families that
+# decode with it name it as their spec's `decoder`.
+SD_VAE_DECODER = DecoderInfo("sd-vae", 49_490_199, DECODER_GFLOPS_256)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def resolve_vae_source(source: str | None, repo: str = SD_VAE_REPO) -> str | Non
 
 
 def _weights_fingerprint(folder: Path) -> str:
-    from adapters.checkpoint import file_sha256
+    from adapters.api.checkpoint import file_sha256
 
     for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
         if (folder / name).is_file():
@@ -130,7 +133,7 @@ class SDVAEDecoder:
         self.spec = spec
         path = resolve_vae_source(source, spec.repo)
         if path is None:
-            from adapters.registry import seeded_init
+            from adapters.api.seeding import seeded_init
 
             with seeded_init(torch.device(device)), torch.device(device):
                 vae = AutoencoderKL(**SD_VAE_CONFIG)

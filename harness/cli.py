@@ -12,7 +12,7 @@ import sys
 from importlib import import_module
 
 from harness import __version__
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 # name -> (module, one-line help). Lazy: `nfebench --help` imports no network code.
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.metrics.preprocess import quantize
 from harness.results import atomic_write_npz
 

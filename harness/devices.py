@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import platform
-from pathlib import Path
-
 import torch
 
-from harness.errors import InputError
+from adapters.api.devices import device_name  # noqa: F401  (re-exported: rows name devices through it)
+from adapters.api.errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda")  # plus cuda:N
 
@@ -32,16 +30,3 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     return device
-
-
-def device_name(device: torch.device) -> str:
-    """The accelerator's name (CUDA), else the CPU model from /proc/cpuinfo or platform."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"

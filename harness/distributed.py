@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 NONE, TORCH, JAX = "none", "torch", "jax"
 JAX_SWITCH = "NFEBENCH_JAX_DISTRIBUTED"

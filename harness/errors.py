@@ -1,5 +1,5 @@
-"""The one error type that means "the user's input is wrong" (the CLI exits 2 on it)."""
+"""`InputError`, re-exported from the contract (`adapters.api.errors`), where it now lives."""
 
+from adapters.api.errors import InputError
 
-class InputError(ValueError):
-    """Bad input: the message names what is wrong and what to do about it."""
+__all__ = ["InputError"]

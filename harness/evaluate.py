@@ -49,7 +49,7 @@ import torch
 
 from harness import results
 from harness.distributed import World, rounds, run_and_exchange, run_checked, run_on_root
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.metrics.bootstrap import (BOOTSTRAP_REPLICATES, BOOTSTRAP_SEED, frechet_replicates, half_sample_weights,
                                        interval)
 from harness.metrics.features import FEATURES, FeatureExtractor, Unavailable, extract_all, extractor_class, extractor_of
@@ -59,8 +59,8 @@ from harness.metrics.inception_score import InceptionScore
 from harness.metrics.kid import KID_SEED, KID_SUBSET_SIZE, KID_SUBSETS, kid
 from harness.metrics.prdc import ADM_K, manifold_metrics
 from harness.metrics.preprocess import ADM, QUANTIZATION, as_nchw_uint8, check_mode, quantize
-from harness.sampler import NonFiniteSampleError, check_finite
-from harness.seeding import sample_labels, sample_noise
+from adapters.api.sampler import NonFiniteSampleError, check_finite
+from adapters.api.seeding import sample_labels, sample_noise
 from harness.workdir import DEFAULT_SHARD_SIZE, WorkDir, shard_ranges
 
 METRIC_CHOICES = ("fid", "is", "sfid", "pr", "dc", "kid", "fd_dinov2")  # --metrics names
@@ -815,7 +815,7 @@ def run_manifest(sampler, reference, extractors: dict[str, FeatureExtractor], pl
     """Every setting that changes a work dir's shards or result (batch size and world size
     do not, by construction)."""
     from harness import __version__
-    from harness.sampler import weights_with_decoder
+    from adapters.api.sampler import weights_with_decoder
 
     info = sampler.info
     networks = {f: extractors[extractor_of(f)].describe(f) for f in sorted(plan.extract)}
@@ -843,12 +843,12 @@ def evaluate_sampler(sampler, reference, *, num_samples: int, batch_size: int, s
     any world size and batch size (given batch-invariant features; see the README).
 
     Args:
-        sampler: a `harness.sampler.Sampler` (e.g. from `adapters.load_sampler`); outputs
+        sampler: a `adapters.api.sampler.Sampler` (e.g. from `adapters.load_sampler`); outputs
             that are not torch tensors (JAX, numpy) are converted.
         reference: what `open_source` returns for the reference (ADM batch, statistics, images).
         num_samples: N; FID is reported with it (50,000 for the standard FID-50K).
         batch_size: images per generate/decode/network call.
-        seed: noise and labels of sample i come from (seed, i) (`harness.seeding`).
+        seed: noise and labels of sample i come from (seed, i) (`adapters.api.seeding`).
         guidance: classifier-free guidance scale passed to the sampler (None: its default).
         metrics: names from `METRIC_CHOICES`.
         options: mode, KID subsets, bootstrap replicates, weight files (`MetricOptions`).

@@ -64,11 +64,11 @@ import math
 from pathlib import Path
 from typing import Iterable
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.pairs import teacher_of
 from harness.results import (CALIBRATION_MS, FID, IS, MS_PER_IMAGE, OK, PRECISION, RECALL, REFERENCE, SPEEDUP,
                              VERIFIED, atomic_write, read_run)
-from harness.sampler import RANDOM_INIT
+from adapters.api.sampler import RANDOM_INIT
 from harness.settings import options_text
 from harness.timing.stats import interval_or_spread
 

@@ -8,7 +8,7 @@ only the dtype and compilation differ. For the JAX backend the reference is the 
 float32 (XLA always compiles).
 
 For each timed setting that is not its own reference, on the same noise and labels
-(`harness.seeding`: the sweep's seed, samples ``0 .. samples-1``, 8 by default):
+(`adapters.api.seeding`: the sweep's seed, samples ``0 .. samples-1``, 8 by default):
 
 - rows ``max_abs_deviation`` and ``mean_abs_deviation``: ``|x - x_ref|`` over every entry of
   those samples, in **model space** (pixel values in [-1, 1] for pixel models, SD-VAE latents
@@ -47,10 +47,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.results import (FAILED, FID, MAX_ABS_DEVIATION, MEAN_ABS_DEVIATION, REFERENCE, UNVERIFIED, VERIFIED,
                              RunFile)
-from harness.sampler import RANDOM_INIT, weights_with_decoder
+from adapters.api.sampler import RANDOM_INIT, weights_with_decoder
 from harness.settings import canonical_options, json_options, options_text, setting_options
 
 DEFAULT_TOL = 2 / 255  # one uint8 level of an image in [-1, 1]
@@ -184,7 +184,7 @@ class QualityGate:
         return ref
 
     def _inputs(self, sampler: Any):
-        from harness.seeding import sample_labels, sample_noise
+        from adapters.api.seeding import sample_labels, sample_noise
 
         info, idx = sampler.info, range(self.config.samples)
         return sample_noise(self.seed, idx, info.sample_shape), sample_labels(self.seed, idx, info.num_classes)

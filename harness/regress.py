@@ -45,7 +45,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.leaderboard import records
 from harness.results import (CALIBRATION_MS, FD_DINOV2, FID, FRAC_MATMUL_PEAK, IMAGES_PER_S, KID, MFU, MS_PER_BATCH,
                              MS_PER_IMAGE, OK, PEAK_MEM_MB, QUALITY_METRICS, SFID, SPEEDUP, read_run)

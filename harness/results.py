@@ -18,22 +18,20 @@ Schema history (``schema_version`` column):
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
-import os
 import platform
 import secrets
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from harness import __version__
-from harness.errors import InputError
+from adapters.api.errors import InputError
+from adapters.api.files import atomic_write, atomic_write_npz, file_digest  # noqa: F401  (re-exported)
 
 SCHEMA_VERSION = 2
 
@@ -126,51 +124,6 @@ def new_provenance() -> dict[str, Any]:
         "nfebench_version": __version__,
         "versions": package_versions(),
     }
-
-
-def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename,
-    so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({} if isinstance(data, bytes) else {"newline": "", "encoding": "utf-8"})) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_npz(path: str | Path, **arrays: Any) -> None:
-    """`numpy.savez` of `arrays` to `path`, written atomically (see `atomic_write`)."""
-    import numpy as np
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write(path, buf.getvalue())
-
-
-_digests: dict[tuple, str] = {}  # (path, size, mtime_ns, algorithm) -> hex digest
-
-
-def file_digest(path: str | Path, algorithm: str) -> str:
-    """Hex digest of a file, remembered per (path, size, mtime) so a process hashes it once."""
-    path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns, algorithm)
-    if key not in _digests:
-        h = hashlib.new(algorithm)
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _digests[key] = h.hexdigest()
-    return _digests[key]
 
 
 def _cell(value: Any) -> Any:

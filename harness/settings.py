@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Mapping, Sequence
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 TUPLE_SEP = "/"
 

@@ -50,10 +50,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import nn
 
+from adapters.api.errors import InputError
 from harness.datasets import Split, load_digits_split, write_reference
-from harness.errors import InputError
 from harness.results import atomic_write, new_provenance
 
 TEACHER, STUDENT, BASELINE = "tarflow-mini", "biflow-mini", "rf-mini"
@@ -88,7 +87,7 @@ class Budget:
 
     def key(self, model: str, steps: int, teacher_weights: str | None = None) -> dict:
         """What a checkpoint's sidecar must say for it to be reused."""
-        from adapters.registry import resolve_config
+        from adapters.api.registry import resolve_config
 
         meta = {"model": model, "steps": steps, "total_steps": self.steps[model], "batch_size": self.batch_size,
                 "lr": self.lr, "seed": self.seed, "dataset": "digits",
@@ -128,27 +127,15 @@ class Checkpoint:
 
 
 def _trainable(model: str, split: Split, budget: Budget, teacher: Checkpoint | None):
-    """(sampler, modules to train, objective) for `model`, starting from its random-init weights."""
-    from adapters import load_sampler
+    """(sampler, Trainable) for `model`, from its random-init weights, through its family's
+    ``trainer`` hook (a student gets its frozen teacher)."""
+    from adapters import get_spec, load_sampler
 
     sampler = load_sampler(model)
-    if model == TEACHER:
-        from adapters.tarflow.train import nll_objective
-
-        sampler.net.requires_grad_(True)
-        return sampler, sampler.net, nll_objective(sampler.net, split.train_x, split.train_y,
-                                                   noise_std=sampler.config.noise_std)
-    if model == BASELINE:
-        from adapters.flowmatch.train import velocity_objective
-
-        return sampler, sampler.net, velocity_objective(sampler.net, split.train_x, split.train_y)
-    from adapters.biflow.model import AlignmentHeads
-    from adapters.biflow.train import distill_objective, make_pairs
-
-    frozen = load_sampler(TEACHER, checkpoint=str(teacher.path))
-    pairs = make_pairs(frozen, split.train_x, split.train_y, draws=budget.draws, seed=budget.seed)
-    heads = AlignmentHeads.for_net(sampler.net)
-    return sampler, nn.ModuleDict({"net": sampler.net, "heads": heads}), distill_objective(sampler.net, heads, pairs)
+    frozen = None if teacher is None else load_sampler(teacher.model, checkpoint=str(teacher.path))
+    trainable = get_spec(model).resolve("trainer")
+    return sampler, trainable(sampler, split.train_x, split.train_y, teacher=frozen, draws=budget.draws,
+                              seed=budget.seed)
 
 
 def ensure_trained(model: str, split: Split, budget: Budget, folder: Path, *, teacher: Checkpoint | None = None,
@@ -158,7 +145,7 @@ def ensure_trained(model: str, split: Split, budget: Budget, folder: Path, *, te
     A cached file is used only if `check_checkpoint` passes; otherwise the reason is logged
     and the model is trained (resuming from a saved training state if one exists).
     """
-    from adapters.training import TrainConfig, check_checkpoint, save_checkpoint, train
+    from harness.training import TrainConfig, check_checkpoint, save_checkpoint, train
 
     total = budget.steps[model]
     wanted = [(TRAINED, total)] + ([(HALF, total // 2)] if budget.half else [])
@@ -171,7 +158,7 @@ def ensure_trained(model: str, split: Split, budget: Budget, folder: Path, *, te
     for role, why in problems.items():
         if why and paths[role].exists():
             log(f"{model}: not using the cached checkpoint: {why}; retraining")
-    sampler, modules, objective = _trainable(model, split, budget, teacher)
+    sampler, (modules, objective) = _trainable(model, split, budget, teacher)
     config = TrainConfig(steps=total, batch_size=budget.batch_size, lr=budget.lr, seed=budget.seed,
                          save_every=budget.save_every)
     key = json.dumps(budget.key(model, total, teacher_weights), sort_keys=True)
@@ -198,7 +185,7 @@ def ensure_trained(model: str, split: Split, budget: Budget, folder: Path, *, te
 
 
 def _sidecar_weights(path: Path) -> str:
-    from adapters.training import sidecar
+    from harness.training import sidecar
 
     return json.loads(sidecar(path).read_text())["sha256"]
 
@@ -215,33 +202,13 @@ def _nfebench(*args: str, cwd: Path | None = None) -> None:
 
 
 def gs_jacobi_setting(teacher: Checkpoint, split: Split) -> tuple[dict, dict]:
-    """The teacher's GS-Jacobi options and how they were chosen (for the manifest).
-
-    `gs_jacobi_plan` on `gs_jacobi_metrics` of 256 training digits, as the authors plan on
-    training images. When it ranks no block tough (every CRM within 2x of the median), its plan
-    is plain Jacobi; the block of the highest CRM is then cut into the paper's 8 segments
-    instead, so the setting is a GS-Jacobi one.
-    """
-    from adapters import load_sampler
-    from adapters.tarflow.gsjacobi import PAPER_TOUGH_SEGMENTS, gs_jacobi_metrics, gs_jacobi_plan
+    """The teacher's GS-Jacobi options and how they were chosen (for the manifest): its family's
+    ``decoding_plan`` on 256 training digits, as the authors plan on training images."""
+    from adapters import get_spec, load_sampler
 
     sampler = load_sampler(TEACHER, checkpoint=str(teacher.path))
-    metrics = gs_jacobi_metrics(sampler.net, split.train_x[:256], split.train_y[:256])
-    plan = gs_jacobi_plan(metrics, sampler.config.num_patches)
-    segments = list(plan.segments)
-    if plan.tough:
-        source = f"gs_jacobi_plan: tough blocks {list(plan.tough)}"
-    else:
-        top = max(metrics, key=lambda m: m.crm).block
-        segments[top] = PAPER_TOUGH_SEGMENTS
-        source = (f"gs_jacobi_plan ranked no block tough (CRM {[round(m.crm, 2) for m in metrics]}, none above "
-                  f"2x the median): block {top}, the highest CRM, in {PAPER_TOUGH_SEGMENTS} segments")
-    options = {"decoding": "gs-jacobi", "gs_segments": tuple(segments), "jacobi_tol": GS_TOL}
-    if any(i != "noise" for i in plan.init):
-        options["jacobi_init"] = plan.init
-    return options, {"source": source, "options": {k: list(v) if isinstance(v, tuple) else v
-                                                   for k, v in options.items()},
-                     "crm": [m.crm for m in metrics], "igm": [m.igm for m in metrics]}
+    plan = get_spec(TEACHER).resolve("decoding_plan")
+    return plan(sampler, split.train_x[:256], split.train_y[:256], tol=GS_TOL)
 
 
 def teacher_settings(gs_options: dict) -> list[dict]:

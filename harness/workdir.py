@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.results import atomic_write, atomic_write_npz
 
 FORMAT = "nfebench-workdir-2"  # 2: features per name (DINOv2 too), metric options in the manifest

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from adapters import registry
-from harness.errors import InputError
-from harness.sampler import RANDOM_INIT, ModelInfo
+from adapters.api import registry
+from adapters.api.errors import InputError
+from adapters.api.sampler import RANDOM_INIT, ModelInfo
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ def fake_jax_family(monkeypatch):
                         self.info.space == "latent" else real_parts(self))
     port = types.ModuleType("fake_jax_port")
     port.convert_params, port.make_generate, port.FAMILY_OPTIONS = convert_params, make_generate, ("scale",)
+    port.load = jax_sampler.port_loader("fake_jax_port")
     monkeypatch.setitem(sys.modules, "fake_jax_port", port)
     TRACES.clear()
     return TRACES

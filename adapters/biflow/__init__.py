@@ -5,23 +5,21 @@ from a frozen TARFlow teacher (the mini track). This module registers the size v
 each BiFlow's stages follow the flow blocks of its iTARFlow teacher.
 """
 
+from adapters.api.registry import Size, register_sizes
 from adapters.biflow.model import FAMILY, BiFlowConfig, build
-from adapters.registry import register
 from adapters.tarflow import ITARFLOW_XL2, TARFLOW_MINI
+from adapters.vae import SD_VAE_DECODER
 
-JAX_PORT = "adapters.biflow.jax_port"
-
-BIFLOW_B2 = BiFlowConfig()  # width 768, 12 trunk blocks + 1 denoising block, stages = iTARFlow-B/2 blocks
-BIFLOW_XL2 = BiFlowConfig(hidden_size=1152, depth=28, num_heads=16, num_stages=ITARFLOW_XL2.num_blocks)
-
-register("biflow-b2", family=FAMILY, config=BIFLOW_B2, build=build, jax_port=JAX_PORT,
-         description="BiFlow reverse model B/2 (~136M, paper 133M): one pass per image, guidance as an input")
-register("biflow-xl2", family=FAMILY, config=BIFLOW_XL2, build=build, jax_port=JAX_PORT,
-         description="BiFlow reverse model XL/2 (~688M, our sizing): one pass per image, guidance as an input")
-
-# The mini track's student (harness/track.py): one stage per flow block of its teacher, tarflow-mini.
-BIFLOW_MINI = BiFlowConfig(hidden_size=64, depth=4, num_heads=2, num_stages=TARFLOW_MINI.num_blocks, input_size=8,
-                           in_channels=3, num_classes=10, space="pixel")
-
-register("biflow-mini", family=FAMILY, config=BIFLOW_MINI, build=build, jax_port=JAX_PORT,
-         description="mini track: BiFlow student of tarflow-mini on 8x8 digits, one pass (~0.4M)")
+SIZES = {
+    # width 768, 12 trunk blocks + 1 denoising block, stages = iTARFlow-B/2 blocks
+    "biflow-b2": Size(BiFlowConfig(),
+                      "BiFlow reverse model B/2 (~136M, paper 133M): one pass per image, guidance as an input"),
+    "biflow-xl2": Size(BiFlowConfig(hidden_size=1152, depth=28, num_heads=16, num_stages=ITARFLOW_XL2.num_blocks),
+                       "BiFlow reverse model XL/2 (~688M, our sizing): one pass per image, guidance as an input"),
+    # The mini track's student (harness/track.py): one stage per flow block of its teacher, tarflow-mini.
+    "biflow-mini": Size(BiFlowConfig(hidden_size=64, depth=4, num_heads=2, num_stages=TARFLOW_MINI.num_blocks,
+                                     input_size=8, in_channels=3, num_classes=10, space="pixel"),
+                        "mini track: BiFlow student of tarflow-mini on 8x8 digits, one pass (~0.4M)"),
+}
+register_sizes(SIZES, family=FAMILY, build=build, jax_port="adapters.biflow.jax_port",
+               trainer="adapters.biflow.train:trainable", decoder=SD_VAE_DECODER)

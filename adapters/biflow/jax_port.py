@@ -25,13 +25,23 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from adapters.api.errors import InputError
+from adapters.api.sampler import check_guidance
 from adapters.biflow.model import FAMILY, BiFlowConfig
 from adapters.jax.convert import StateDictReader
-from adapters.jax.layers import (LabelEmbedder, RMSNorm, TimestepEmbedder, TransformerBlock, convert_block,
-                                 convert_label_embedder, convert_timestep_embedder, patchify, rope_2d_tables,
-                                 unpatchify)
-from harness.errors import InputError
-from harness.sampler import check_guidance
+from adapters.jax.layers import (
+    LabelEmbedder,
+    RMSNorm,
+    TimestepEmbedder,
+    TransformerBlock,
+    convert_block,
+    convert_label_embedder,
+    convert_timestep_embedder,
+    patchify,
+    rope_2d_tables,
+    unpatchify,
+)
+from adapters.jax.sampler import port_loader
 
 FAMILY_OPTIONS: tuple[str, ...] = ()
 
@@ -117,3 +127,6 @@ def make_generate(config: BiFlowConfig, family: str = FAMILY, *, name: str | Non
         return net.apply({"params": params}, noise, labels, scale)
 
     return generate
+
+
+load = port_loader(__name__)  # what load_sampler(..., backend="jax") calls

@@ -42,12 +42,12 @@ import torch
 from torch import nn
 
 from adapters.base import TorchSampler, count_params
-from adapters.checkpoint import load_checkpoint
+from adapters.api.checkpoint import load_checkpoint
 from adapters.layers import (LabelEmbedder, RMSNorm, TimestepEmbedder, TransformerBlock, init_linear_xavier,
                              patchify, rope_2d_tables, unpatchify, zero_adaln)
 from adapters.tarflow import ITARFLOW_B2  # BiFlow-B/2's stages are its teacher's flow blocks
-from harness.errors import InputError
-from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
+from adapters.api.errors import InputError
+from adapters.api.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
 
 FAMILY = "biflow"
 

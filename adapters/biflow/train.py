@@ -40,11 +40,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
+from adapters.api.errors import InputError
+from adapters.api.training import Objective, Trainable
 from adapters.biflow.model import AlignmentHeads, BiFlowNet
 from adapters.layers import patchify, unpatchify
 from adapters.tarflow.model import TARFlowSampler
-from adapters.training import Objective
 
 TRAIN_GUIDANCE = (0.0, 0.5, 1.0, 2.0)  # scales G is trained at, one drawn per pair
 ALIGN_WEIGHT = 1.0
@@ -140,3 +142,14 @@ def distill_objective(net: BiFlowNet, heads: AlignmentHeads, pairs: Pairs, *,
         return recon + align_weight * align
 
     return loss
+
+
+def trainable(sampler, images: torch.Tensor, labels: torch.Tensor, *, teacher: TARFlowSampler | None = None,
+              draws: int = 1, seed: int = 0) -> Trainable:
+    """The track's ``trainer`` hook: the student's network and its alignment heads, distilled from
+    the frozen `teacher` on `draws` noise draws per image (seeded by `seed`)."""
+    if teacher is None:
+        raise InputError(f"{sampler.info.name}: a BiFlow student is distilled from a teacher; pass teacher=")
+    pairs = make_pairs(teacher, images, labels, draws=draws, seed=seed)
+    heads = AlignmentHeads.for_net(sampler.net)
+    return Trainable(nn.ModuleDict({"net": sampler.net, "heads": heads}), distill_objective(sampler.net, heads, pairs))

@@ -32,12 +32,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from adapters.api.errors import InputError
+from adapters.api.sampler import check_guidance
 from adapters.flowmatch.model import FlowMatchConfig, _check_steps
 from adapters.jax.convert import StateDictReader
-from adapters.jax.layers import (LabelEmbedder, TimestepEmbedder, TransformerBlock, convert_block,
-                                 convert_label_embedder, convert_timestep_embedder, layer_norm, modulate, scale_by)
-from harness.errors import InputError
-from harness.sampler import check_guidance
+from adapters.jax.layers import (
+    LabelEmbedder,
+    TimestepEmbedder,
+    TransformerBlock,
+    convert_block,
+    convert_label_embedder,
+    convert_timestep_embedder,
+    layer_norm,
+    modulate,
+    scale_by,
+)
+from adapters.jax.sampler import port_loader
 
 FAMILIES = ("rectified-flow", "meanflow")
 FAMILY_OPTIONS = ("steps",)
@@ -204,3 +214,6 @@ def make_generate(config: FlowMatchConfig, family: str, *, name: str | None = No
         return x  # (N, C, H, W)
 
     return generate
+
+
+load = port_loader(__name__)  # what load_sampler(..., backend="jax") calls

@@ -25,11 +25,11 @@ import torch
 from torch import nn
 
 from adapters.base import TorchSampler, count_params
-from adapters.checkpoint import load_checkpoint
+from adapters.api.checkpoint import load_checkpoint
 from adapters.layers import (LabelEmbedder, PatchEmbed, TimestepEmbedder, TransformerBlock, init_linear_xavier,
                              modulate, zero_adaln)
-from harness.errors import InputError
-from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
+from adapters.api.errors import InputError
+from adapters.api.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
 
 
 def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:

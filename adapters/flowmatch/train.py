@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from adapters.api.training import Objective, Trainable
 from adapters.flowmatch.model import DiT
-from adapters.training import Objective
 
 LABEL_DROP = 0.1  # fraction of labels replaced by the null class
 
@@ -39,3 +39,9 @@ def velocity_objective(net: DiT, x: torch.Tensor, y: torch.Tensor, *, label_drop
         return (net(xt, t, labels) - (noise - x0)).pow(2).mean()
 
     return loss
+
+
+def trainable(sampler, images: torch.Tensor, labels: torch.Tensor | None, *, teacher=None, draws: int = 1,
+              seed: int = 0) -> Trainable:
+    """The track's ``trainer`` hook: the sampler's DiT, by flow matching."""
+    return Trainable(sampler.net, velocity_objective(sampler.net, images, labels))

@@ -14,23 +14,20 @@ Example::
     (88948256, 1, (4, 32, 32), 256)
 """
 
-from adapters.imf.model import IMFConfig, build
-from adapters.registry import register
+from adapters.api.registry import Size, register_sizes
+from adapters.imf.model import FAMILY, IMFConfig, build
+from adapters.vae import SD_VAE_DECODER
 
-JAX_PORT = "adapters.imf.jax_port"
-
-B2 = IMFConfig(hidden_size=768, depth=12, num_heads=12, reference_settings=((1, 8.0, 0.4, 0.65),))
-M2 = IMFConfig(hidden_size=768, depth=24, num_heads=12, reference_settings=((1, 10.5, 0.4, 0.6),))
-L2 = IMFConfig(hidden_size=1024, depth=32, num_heads=16, reference_settings=((1, 10.5, 0.4, 0.6),))
-XL2 = IMFConfig(hidden_size=1024, depth=48, num_heads=16,
-                reference_settings=((1, 8.0, 0.42, 0.62), (2, 4.0, 0.36, 0.64)))
-
-register("imf-b2", family="imf", config=B2, build=build, jax_port=JAX_PORT,
-         description="iMF-B/2 (88.9M), 1 step, omega 8.0 on [0.4, 0.65] (released iMF-B-2.pth, FID 3.39)")
-register("imf-m2", family="imf", config=M2, build=build, jax_port=JAX_PORT,
-         description="iMF-M/2 (173.9M), 1 step, omega 10.5 on [0.4, 0.6] (released iMF-M-2.pth, FID 2.27)")
-register("imf-l2", family="imf", config=L2, build=build, jax_port=JAX_PORT,
-         description="iMF-L/2 (409.1M), 1 step, omega 10.5 on [0.4, 0.6] (released iMF-L-2.pth, FID 1.86)")
-register("imf-xl2", family="imf", config=XL2, build=build, jax_port=JAX_PORT,
-         description="iMF-XL/2 (610.4M), 1 step, omega 8.0 on [0.42, 0.62]; num_steps=2: omega 4.0 on "
-                     "[0.36, 0.64] (released iMF-XL-2.pth, FID 1.72 / 1.54)")
+SIZES = {
+    "imf-b2": Size(IMFConfig(hidden_size=768, depth=12, num_heads=12, reference_settings=((1, 8.0, 0.4, 0.65),)),
+                   "iMF-B/2 (88.9M), 1 step, omega 8.0 on [0.4, 0.65] (released iMF-B-2.pth, FID 3.39)"),
+    "imf-m2": Size(IMFConfig(hidden_size=768, depth=24, num_heads=12, reference_settings=((1, 10.5, 0.4, 0.6),)),
+                   "iMF-M/2 (173.9M), 1 step, omega 10.5 on [0.4, 0.6] (released iMF-M-2.pth, FID 2.27)"),
+    "imf-l2": Size(IMFConfig(hidden_size=1024, depth=32, num_heads=16, reference_settings=((1, 10.5, 0.4, 0.6),)),
+                   "iMF-L/2 (409.1M), 1 step, omega 10.5 on [0.4, 0.6] (released iMF-L-2.pth, FID 1.86)"),
+    "imf-xl2": Size(IMFConfig(hidden_size=1024, depth=48, num_heads=16,
+                              reference_settings=((1, 8.0, 0.42, 0.62), (2, 4.0, 0.36, 0.64))),
+                    "iMF-XL/2 (610.4M), 1 step, omega 8.0 on [0.42, 0.62]; num_steps=2: omega 4.0 on "
+                    "[0.36, 0.64] (released iMF-XL-2.pth, FID 1.72 / 1.54)"),
+}
+register_sizes(SIZES, family=FAMILY, build=build, jax_port="adapters.imf.jax_port", decoder=SD_VAE_DECODER)

@@ -32,12 +32,29 @@ import jax.numpy as jnp
 import torch
 from flax import linen as nn
 
-from adapters.imf.model import (CONDITION_TOKENS, FAMILY, IMFConfig, MeanFlowDiTConfig, check_interval,
-                                check_mean_flow_guidance, check_steps, mlp_hidden, resolve_defaults, sequence_rope)
+from adapters.api.errors import InputError
+from adapters.imf.model import (
+    CONDITION_TOKENS,
+    FAMILY,
+    IMFConfig,
+    MeanFlowDiTConfig,
+    check_interval,
+    check_mean_flow_guidance,
+    check_steps,
+    mlp_hidden,
+    resolve_defaults,
+    sequence_rope,
+)
 from adapters.jax.convert import StateDictReader
-from adapters.jax.layers import (LabelEmbedder, RMSNorm, TimestepEmbedder, convert_label_embedder,
-                                 convert_timestep_embedder, scale_by)
-from harness.errors import InputError
+from adapters.jax.layers import (
+    LabelEmbedder,
+    RMSNorm,
+    TimestepEmbedder,
+    convert_label_embedder,
+    convert_timestep_embedder,
+    scale_by,
+)
+from adapters.jax.sampler import port_loader
 
 FAMILY_OPTIONS = ("guidance_interval", "num_steps")
 EMBEDDERS = ("h_embedder", "omega_embedder", "cfg_t_start_embedder", "cfg_t_end_embedder")
@@ -270,3 +287,6 @@ def make_generate(config: IMFConfig, family: str = FAMILY, *, name: str | None =
     length = sum(c for _, c in CONDITION_TOKENS) + (config.input_size // config.patch_size) ** 2
     rope = sequence_rope(config.hidden_size // config.num_heads, length)
     return make_sampler(net, rope, config, name or family)
+
+
+load = port_loader(__name__)  # what load_sampler(..., backend="jax") calls

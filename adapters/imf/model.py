@@ -42,11 +42,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapters.base import TorchSampler, count_params
-from adapters.checkpoint import CheckpointRef, load_checkpoint
+from adapters.api.checkpoint import CheckpointRef, load_checkpoint
 from adapters.layers import LabelEmbedder, PatchEmbed, RMSNorm, TimestepEmbedder
 from adapters.vae import SD_VAE_MSE_REPO, LatentNorm, VAESpec
-from harness.errors import InputError
-from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
+from adapters.api.errors import InputError
+from adapters.api.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
 
 FAMILY = "imf"
 # The reference's latent normalisation (utils/vae_util.py): its model latents are

@@ -1,5 +1,5 @@
 """torch ``state_dict`` -> Flax parameters, with every missing, unexpected or mis-shaped
-tensor named in one error (as `adapters.checkpoint.load_checkpoint` does for torch).
+tensor named in one error (as `adapters.api.checkpoint.load_checkpoint` does for torch).
 
 A port walks the torch names it needs through a `StateDictReader`, giving each tensor's
 expected torch shape; `finish()` then raises one InputError listing every problem, or
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 
 def to_numpy(t: Any) -> np.ndarray:

@@ -1,8 +1,9 @@
 """`JaxSampler`: a registered model run by JAX, with the weights of its PyTorch adapter.
 
-`load_jax_sampler` builds the PyTorch sampler on the CPU (random weights under the same
-fixed seed, or a checkpoint), converts its ``state_dict`` with the family's port
-(`adapters.jax.<port>.convert_params`), and jit-compiles the port's pure ``generate``.
+``load_sampler(id, backend="jax")`` builds the PyTorch sampler on the CPU (random weights under
+the same fixed seed, or a checkpoint) and hands it to its family's port (`ModelSpec.jax_port`),
+whose ``load`` (`port_loader`) converts its ``state_dict`` with the port's ``convert_params``
+and jit-compiles the port's pure ``generate`` (`from_torch`).
 So one checkpoint serves both back-ends and ``info`` (parameters, FLOPs, NFE, weights
 fingerprint) is the PyTorch adapter's, word for word.
 
@@ -10,13 +11,13 @@ Batches are split over the local devices along the batch axis (`jax.sharding`): 
 parameters are replicated, noise and labels sharded, over the largest number of devices
 that divides the batch size (all of them for the usual powers of two).
 
-`generate` and `decode` take torch tensors or numpy arrays (what `harness.seeding`
+`generate` and `decode` take torch tensors or numpy arrays (what `adapters.api.seeding`
 makes) and return ``jax.Array``. The benchmark times ahead-of-time compiled calls
 (`compile`), so compilation is measured apart from the timed calls.
 
 Example::
 
-    s = load_jax_sampler("biflow-b2", dtype="bfloat16")
+    s = load_sampler("biflow-b2", backend="jax", dtype="bfloat16")
     z = sample_noise(0, range(8), s.info.sample_shape)
     x = s.generate(z, sample_labels(0, range(8), 1000))     # jax.Array (8, 4, 32, 32)
     images = s.decode(x)                                      # (8, 3, 256, 256) in [-1, 1]
@@ -33,62 +34,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.errors import InputError
-from harness.sampler import ModelInfo, NonFiniteSampleError, check_generate_inputs, check_guidance
+from adapters.api.errors import InputError
+from adapters.api.devices import jax_devices, require_jax
+from adapters.api.sampler import ModelInfo, NonFiniteSampleError, check_generate_inputs, check_guidance
 
-PLATFORMS = ("auto", "cpu", "gpu", "tpu")
 DTYPES = ("float32", "bfloat16", "float16")
-ALLOW_CPU_ENV = "NFEBENCH_ALLOW_CPU"  # "1": a sweep that asks for a TPU may run on the CPU instead
 # Parts a compiled call can cover (the sweep's `decode` column values).
 GENERATOR, END_TO_END, DECODER = "off", "on", "only"
 _WITH_STATS = "stats"  # the generator alone, also returning what fills `last_stats`
-
-
-def require_jax():
-    """Import jax, or fail with the extra to install."""
-    try:
-        import flax  # noqa: F401  (the ports are Flax modules)
-        import jax
-    except ImportError as exc:
-        raise InputError(
-            f"--backend jax needs JAX and Flax ({exc.name} is not installed): pip install 'nfebench[jax]' "
-            f"(on a TPU VM also: pip install 'jax[tpu]')") from None
-    return jax
-
-
-def jax_devices(platform: str = "auto") -> list:
-    """The local devices of `platform` ("auto": JAX's default backend). Asking for an
-    accelerator that is absent is an InputError, unless $NFEBENCH_ALLOW_CPU=1, which
-    falls back to the CPU (the tests run the TPU path that way)."""
-    jax = require_jax()
-    if platform not in PLATFORMS:
-        raise InputError(f"unknown JAX device {platform!r}; choose one of {', '.join(PLATFORMS)}")
-    if platform == "auto":
-        return jax.local_devices()
-    try:
-        devices = jax.local_devices(backend=platform)
-    except RuntimeError:
-        devices = []
-    if devices:
-        return devices
-    if os.environ.get(ALLOW_CPU_ENV) == "1":
-        return jax.local_devices(backend="cpu")
-    raise InputError(
-        f"JAX sees no {platform.upper()} (its devices: {', '.join(sorted({d.platform for d in jax.devices()}))}); "
-        f"run on a {platform.upper()} host with jax[{platform}] installed, or set {ALLOW_CPU_ENV}=1 to run the same "
-        f"path on the CPU (timings are then CPU timings, and the rows say so)")
-
-
-def jax_device_name(device) -> str:
-    """What rows call a JAX device: its `device_kind` ("TPU v4", "NVIDIA H100 80GB HBM3"),
-    or for a CPU the processor model, as the torch rows name it (so calibrations compare)."""
-    if device.platform == "cpu":
-        import torch
-
-        from harness.devices import device_name
-
-        return device_name(torch.device("cpu"))
-    return str(device.device_kind)
 
 
 def devices_for_batch(devices: list, batch_size: int) -> list:
@@ -249,7 +202,7 @@ class JaxSampler:
         """Compile `part` (GENERATOR, END_TO_END or DECODER) for `batch_size` ahead of time.
 
         Returns the compiled call and its arguments (parameters and the batch of noise or
-        latents, already on the devices; labels from `harness.seeding` by the caller are
+        latents, already on the devices; labels from `adapters.api.seeding` by the caller are
         placed with `place`). Compilation happens here, timed, and never in the call.
         """
         g, options = self._resolve(guidance, options)
@@ -328,39 +281,39 @@ def _check_finite(x, what: str):
     return x
 
 
-def load_jax_sampler(model_id: str, checkpoint: str | None = None, *, dtype: Any = "float32", device: str = "auto",
-                     ema: str | None = None, **config_overrides: Any) -> JaxSampler:
-    """Build `model_id` for JAX with the weights its PyTorch adapter would load.
+def from_torch(port: Any, torch_sampler: Any, *, dtype: Any = "float32", device: str = "auto") -> JaxSampler:
+    """The JAX sampler of a Flax `port` module with `torch_sampler`'s weights, config and `info`.
 
     Args:
-        model_id: a registered id (``adapters.list_models()``).
-        checkpoint: a state_dict file of the PyTorch adapter; None: the same random weights
-            the PyTorch adapter draws (`adapters.registry.seeded_init`).
+        port: the family's port module (``convert_params``, ``make_generate``, ``FAMILY_OPTIONS``,
+            and optionally ``make_generate_with_stats`` with ``iteration_stats``).
+        torch_sampler: the PyTorch adapter, built on the CPU with the weights to convert.
         dtype: "float32", "bfloat16" or "float16" (a torch dtype is accepted too).
         device: "auto" (JAX's default backend), "cpu", "gpu" or "tpu"; every local device
             of that platform is used.
-        ema: which weights entry of a container checkpoint (as for `adapters.load_sampler`).
-        **config_overrides: as for `adapters.load_sampler`.
     """
     require_jax()
-    from adapters.registry import get_spec, list_models, load_sampler
-
-    spec = get_spec(model_id)
-    if spec.jax_port is None:
-        ported = sorted(m for m in list_models() if get_spec(m).jax_port)
-        raise InputError(f"{model_id}: family {spec.family!r} has no JAX port (ported ids: {', '.join(ported)}); "
-                         f"run it with --backend torch")
-    _jnp_dtype(dtype)  # a bad dtype fails before anything is built
+    _jnp_dtype(dtype)  # a bad dtype fails before anything is converted
     devices = jax_devices(device)
-    torch_sampler = load_sampler(model_id, checkpoint=checkpoint, device="cpu", ema=ema, **config_overrides)
-    info = torch_sampler.info
-    port = import_module(spec.jax_port)
-    config = torch_sampler.config
-    params = port.convert_params(torch_sampler.net.state_dict(), config, model_id)
-    generate = port.make_generate(config, info.family, name=model_id)
+    info, config = torch_sampler.info, torch_sampler.config
+    params = port.convert_params(torch_sampler.net.state_dict(), config, info.name)
+    generate = port.make_generate(config, info.family, name=info.name)
     stats = None  # a port that reports statistics (decoding passes) has both of these
     if hasattr(port, "make_generate_with_stats"):
-        stats = (port.make_generate_with_stats(config, info.family, name=model_id), port.iteration_stats)
+        stats = (port.make_generate_with_stats(config, info.family, name=info.name), port.iteration_stats)
     return JaxSampler(info, config, params, generate, tuple(port.FAMILY_OPTIONS), dtype=dtype, devices=devices,
                       vae=getattr(config, "vae", None), vae_spec=getattr(torch_sampler, "vae_spec", None), stats=stats)
 
+
+def port_loader(module: str) -> Callable[..., JaxSampler]:
+    """The ``load(torch_sampler, *, dtype, device)`` a port module exports for the registry
+    (``load_sampler(..., backend="jax")``): `from_torch` with that module as the port.
+
+    Example (the last line of a port module)::
+
+        load = port_loader(__name__)
+    """
+    def load(torch_sampler: Any, *, dtype: Any = "float32", device: str = "auto") -> JaxSampler:
+        return from_torch(import_module(module), torch_sampler, dtype=dtype, device=device)
+
+    return load

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from adapters.jax.convert import StateDictReader
 from adapters.vae import SD_VAE_CONFIG, LatentNorm
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 # decoder + post_quant_conv of sd-vae-ft-ema, as `SDVAEDecoder.params` counts them.
 DECODER_PARAMS = 49_490_199

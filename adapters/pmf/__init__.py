@@ -15,10 +15,8 @@ Example::
     (118234240, 'pixel', (3, 256, 256), 256)
 """
 
-from adapters.pmf.model import PMFConfig, build
-from adapters.registry import register
-
-JAX_PORT = "adapters.pmf.jax_port"
+from adapters.api.registry import Size, register_sizes
+from adapters.pmf.model import FAMILY, PMFConfig, build
 
 _B = dict(hidden_size=768, depth=16, num_heads=12, bottleneck_channels=128)
 _L = dict(hidden_size=1024, depth=32, num_heads=16, bottleneck_channels=128)
@@ -26,22 +24,18 @@ _H = dict(hidden_size=1280, depth=48, num_heads=16, bottleneck_channels=256)
 _256 = dict(input_size=256, patch_size=16)
 _512 = dict(input_size=512, patch_size=32)
 
-B16 = PMFConfig(**_B, **_256, noise_scale=1.0, reference_settings=((1, 7.5, 0.1, 0.8),))
-L16 = PMFConfig(**_L, **_256, noise_scale=1.0, reference_settings=((1, 7.0, 0.2, 0.7),))
-H16 = PMFConfig(**_H, **_256, noise_scale=2.0, reference_settings=((1, 7.0, 0.2, 0.6),))
-B32 = PMFConfig(**_B, **_512, noise_scale=2.0, reference_settings=((1, 6.5, 0.1, 0.7),))
-L32 = PMFConfig(**_L, **_512, noise_scale=4.0, reference_settings=((1, 7.5, 0.2, 0.6),))
-H32 = PMFConfig(**_H, **_512, noise_scale=4.0, reference_settings=((1, 5.5, 0.1, 0.6),))
-
-register("pmf-b16", family="pmf", config=B16, build=build, jax_port=JAX_PORT,
-         description="pMF-B/16 (118.2M), 256 px, omega 7.5 on [0.1, 0.8], noise x1 (released pMF-B-16.pt, FID 3.12)")
-register("pmf-l16", family="pmf", config=L16, build=build, jax_port=JAX_PORT,
-         description="pMF-L/16 (410.3M), 256 px, omega 7.0 on [0.2, 0.7], noise x1 (released pMF-L-16.pt, FID 2.52)")
-register("pmf-h16", family="pmf", config=H16, build=build, jax_port=JAX_PORT,
-         description="pMF-H/16 (955.5M), 256 px, omega 7.0 on [0.2, 0.6], noise x2 (released pMF-H-16.pt, FID 2.22)")
-register("pmf-b32", family="pmf", config=B32, build=build, jax_port=JAX_PORT,
-         description="pMF-B/32 (120.3M), 512 px, omega 6.5 on [0.1, 0.7], noise x2 (released pMF-B-32.pt, FID 3.70)")
-register("pmf-l32", family="pmf", config=L32, build=build, jax_port=JAX_PORT,
-         description="pMF-L/32 (413.0M), 512 px, omega 7.5 on [0.2, 0.6], noise x4 (released pMF-L-32.pt, FID 2.75)")
-register("pmf-h32", family="pmf", config=H32, build=build, jax_port=JAX_PORT,
-         description="pMF-H/32 (959.1M), 512 px, omega 5.5 on [0.1, 0.6], noise x4 (released pMF-H-32.pt, FID 2.48)")
+SIZES = {
+    "pmf-b16": Size(PMFConfig(**_B, **_256, noise_scale=1.0, reference_settings=((1, 7.5, 0.1, 0.8),)),
+                    "pMF-B/16 (118.2M), 256 px, omega 7.5 on [0.1, 0.8], noise x1 (released pMF-B-16.pt, FID 3.12)"),
+    "pmf-l16": Size(PMFConfig(**_L, **_256, noise_scale=1.0, reference_settings=((1, 7.0, 0.2, 0.7),)),
+                    "pMF-L/16 (410.3M), 256 px, omega 7.0 on [0.2, 0.7], noise x1 (released pMF-L-16.pt, FID 2.52)"),
+    "pmf-h16": Size(PMFConfig(**_H, **_256, noise_scale=2.0, reference_settings=((1, 7.0, 0.2, 0.6),)),
+                    "pMF-H/16 (955.5M), 256 px, omega 7.0 on [0.2, 0.6], noise x2 (released pMF-H-16.pt, FID 2.22)"),
+    "pmf-b32": Size(PMFConfig(**_B, **_512, noise_scale=2.0, reference_settings=((1, 6.5, 0.1, 0.7),)),
+                    "pMF-B/32 (120.3M), 512 px, omega 6.5 on [0.1, 0.7], noise x2 (released pMF-B-32.pt, FID 3.70)"),
+    "pmf-l32": Size(PMFConfig(**_L, **_512, noise_scale=4.0, reference_settings=((1, 7.5, 0.2, 0.6),)),
+                    "pMF-L/32 (413.0M), 512 px, omega 7.5 on [0.2, 0.6], noise x4 (released pMF-L-32.pt, FID 2.75)"),
+    "pmf-h32": Size(PMFConfig(**_H, **_512, noise_scale=4.0, reference_settings=((1, 5.5, 0.1, 0.6),)),
+                    "pMF-H/32 (959.1M), 512 px, omega 5.5 on [0.1, 0.6], noise x4 (released pMF-H-32.pt, FID 2.48)"),
+}
+register_sizes(SIZES, family=FAMILY, build=build, jax_port="adapters.pmf.jax_port")  # pixel space: no decoder

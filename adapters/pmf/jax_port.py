@@ -25,6 +25,7 @@ import jax
 
 from adapters.imf.jax_port import FAMILY_OPTIONS, Net, make_sampler, net_params
 from adapters.jax.convert import StateDictReader
+from adapters.jax.sampler import port_loader
 from adapters.pmf.model import FAMILY, PMFConfig, grid_rope, pmf_mlp_hidden
 
 __all__ = ["FAMILY_OPTIONS", "convert_params", "make_generate"]
@@ -53,3 +54,6 @@ def make_generate(config: PMFConfig, family: str = FAMILY, *, name: str | None =
               bottleneck=config.bottleneck_channels, learned_positions=True, x_prediction=True)
     rope = grid_rope(config.hidden_size // config.num_heads, config.input_size // config.patch_size)
     return make_sampler(net, rope, config, name or family, noise_scale=config.noise_scale)
+
+
+load = port_loader(__name__)  # what load_sampler(..., backend="jax") calls

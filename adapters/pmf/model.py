@@ -47,7 +47,7 @@ from torch import nn
 
 from adapters.imf.model import (ROPE_THETA, IMFDiT, MeanFlowDiTConfig, MeanFlowDiTSampler, _help, make_sampler,
                                 mlp_hidden, validate)
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 FAMILY = "pmf"
 T_FLOOR = 0.05  # u = (z - x) / max(t, T_FLOOR), the reference's clamp

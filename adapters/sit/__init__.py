@@ -6,20 +6,16 @@ Parameter counts are without SiT's learned-sigma output rows, which nothing samp
 (`model.learned_sigma_params` more in SiT's own module).
 """
 
-from adapters.registry import register
+from adapters.api.registry import Size, register_sizes
 from adapters.sit.model import FAMILY, SiTConfig, build
-
-JAX_PORT = "adapters.sit.jax_port"
-
-SIT_B2 = SiTConfig()  # SiT-B/2: depth 12, width 768, 12 heads
-SIT_L2 = SiTConfig(hidden_size=1024, depth=24, num_heads=16)  # SiT-L/2
-SIT_XL2 = SiTConfig(hidden_size=1152, depth=28, num_heads=16)  # SiT-XL/2, the released SiT-XL-2-256x256.pt
+from adapters.vae import SD_VAE_DECODER
 
 _SAMPLER = ("k Euler (or solver=heun) steps of SiT's ODE from noise, 1 step by default (the one-step "
             "rectified-flow baseline); SiT's published context is 250 steps with guidance")
-register("sit-b2", family=FAMILY, config=SIT_B2, build=build, jax_port=JAX_PORT,
-         description=f"SiT-B/2 (~130.5M): {_SAMPLER}")
-register("sit-l2", family=FAMILY, config=SIT_L2, build=build, jax_port=JAX_PORT,
-         description=f"SiT-L/2 (~458.1M): {_SAMPLER}")
-register("sit-xl2", family=FAMILY, config=SIT_XL2, build=build, jax_port=JAX_PORT,
-         description=f"SiT-XL/2 (~675.1M), loads the released SiT-XL-2-256x256.pt: {_SAMPLER}")
+SIZES = {
+    "sit-b2": Size(SiTConfig(), f"SiT-B/2 (~130.5M): {_SAMPLER}"),  # depth 12, width 768, 12 heads
+    "sit-l2": Size(SiTConfig(hidden_size=1024, depth=24, num_heads=16), f"SiT-L/2 (~458.1M): {_SAMPLER}"),
+    "sit-xl2": Size(SiTConfig(hidden_size=1152, depth=28, num_heads=16),
+                    f"SiT-XL/2 (~675.1M), loads the released SiT-XL-2-256x256.pt: {_SAMPLER}"),
+}
+register_sizes(SIZES, family=FAMILY, build=build, jax_port="adapters.sit.jax_port", decoder=SD_VAE_DECODER)

@@ -27,11 +27,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adapters.api.errors import InputError
+from adapters.api.sampler import check_guidance
 from adapters.flowmatch import jax_port as dit
 from adapters.jax.layers import scale_by
-from adapters.sit.model import FAMILY, GUIDED_CHANNELS, SiTConfig, check_num_steps, check_solver
-from harness.errors import InputError
-from harness.sampler import check_guidance
+from adapters.jax.sampler import port_loader
+from adapters.sit.model import (
+    FAMILY,
+    GUIDED_CHANNELS,
+    SiTConfig,
+    check_num_steps,
+    check_solver,
+)
 
 FAMILY_OPTIONS = ("num_steps", "solver")
 
@@ -116,3 +123,6 @@ def make_generate(config: SiTConfig, family: str = FAMILY, *, name: str | None =
         return x  # (N, C, H, W)
 
     return generate
+
+
+load = port_loader(__name__)  # what load_sampler(..., backend="jax") calls

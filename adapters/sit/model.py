@@ -53,11 +53,11 @@ from dataclasses import dataclass, field
 import torch
 
 from adapters.base import TorchSampler, count_params
-from adapters.checkpoint import CheckpointRef, CheckpointWarning, as_ref, load_checkpoint
+from adapters.api.checkpoint import CheckpointRef, CheckpointWarning, as_ref, load_checkpoint
 from adapters.flowmatch.model import DiT
 from adapters.vae import SD_FT_MSE
-from harness.errors import InputError
-from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance, decoded_side
+from adapters.api.errors import InputError
+from adapters.api.sampler import RANDOM_INIT, ModelInfo, check_guidance, decoded_side
 
 FAMILY = "sit"
 SOLVERS = ("euler", "heun")

@@ -3,13 +3,12 @@
 `model` holds the network (state_dict-compatible with apple/ml-tarflow) and its sampler
 (sequential, Jacobi and Gauss-Seidel-Jacobi decoding, guidance, denoising); `jax_port` the
 Flax port; `train` the maximum-likelihood objective of the mini track. This module
-registers the size variants.
+registers the size variants from one table.
 """
 
-from adapters.registry import register
+from adapters.api.registry import Size, register_sizes
 from adapters.tarflow.model import FAMILY, TARFlowConfig, build
-
-JAX_PORT = "adapters.tarflow.jax_port"
+from adapters.vae import SD_VAE_DECODER
 
 # Pixel-space TARFlow (Zhai et al., arXiv 2412.06329), named P-Ch-T-K-sigma in the paper;
 # configs from the apple/ml-tarflow README. AFHQ has 3 classes (cat, dog, wild).
@@ -37,17 +36,17 @@ ITARFLOW_XL2 = TARFlowConfig(channels=1152, num_blocks=6, layers_per_block=7, **
 TARFLOW_MINI = TARFlowConfig(img_size=8, in_channels=3, patch_size=2, channels=64, head_dim=32, num_blocks=4,
                              layers_per_block=2, num_classes=10, noise_std=0.1, space="pixel")
 
-register("tarflow", family=FAMILY, config=TARFlowConfig(), build=build, jax_port=JAX_PORT,
-         description="TARFlow with every config field overridable (defaults: ImageNet64 P2-768-8-8)")
-register("tarflow-afhq256", family=FAMILY, config=TARFLOW_AFHQ256, build=build, jax_port=JAX_PORT,
-         description="TARFlow AFHQ 256px, P8-768-8-8, sigma 0.07 (released weights: afhq_model_8_768_8_8_0.07.pth)")
-register("tarflow-imagenet64", family=FAMILY, config=TARFLOW_IMAGENET64, build=build, jax_port=JAX_PORT,
-         description="TARFlow conditional ImageNet 64px, P2-768-8-8, sigma 0.05")
-register("tarflow-imagenet128", family=FAMILY, config=TARFLOW_IMAGENET128, build=build, jax_port=JAX_PORT,
-         description="TARFlow conditional ImageNet 128px, P4-1024-8-8, sigma 0.15")
-register("itarflow-b2", family=FAMILY, config=ITARFLOW_B2, build=build, jax_port=JAX_PORT,
-         description="iTARFlow-B/2 (BiFlow's forward model) on the SD-VAE latent, about 120M parameters")
-register("itarflow-xl2", family=FAMILY, config=ITARFLOW_XL2, build=build, jax_port=JAX_PORT,
-         description="iTARFlow-XL/2 on the SD-VAE latent, about 690M parameters")
-register("tarflow-mini", family=FAMILY, config=TARFLOW_MINI, build=build, jax_port=JAX_PORT,
-         description="mini track: pixel TARFlow teacher on 8x8 digits, P2-64-4-2, sigma 0.1 (~0.4M)")
+SIZES = {
+    "tarflow": Size(TARFlowConfig(), "TARFlow with every config field overridable (defaults: ImageNet64 P2-768-8-8)"),
+    "tarflow-afhq256": Size(TARFLOW_AFHQ256, "TARFlow AFHQ 256px, P8-768-8-8, sigma 0.07 (released weights: "
+                                             "afhq_model_8_768_8_8_0.07.pth)"),
+    "tarflow-imagenet64": Size(TARFLOW_IMAGENET64, "TARFlow conditional ImageNet 64px, P2-768-8-8, sigma 0.05"),
+    "tarflow-imagenet128": Size(TARFLOW_IMAGENET128, "TARFlow conditional ImageNet 128px, P4-1024-8-8, sigma 0.15"),
+    "itarflow-b2": Size(ITARFLOW_B2, "iTARFlow-B/2 (BiFlow's forward model) on the SD-VAE latent, about 120M "
+                                     "parameters"),
+    "itarflow-xl2": Size(ITARFLOW_XL2, "iTARFlow-XL/2 on the SD-VAE latent, about 690M parameters"),
+    "tarflow-mini": Size(TARFLOW_MINI, "mini track: pixel TARFlow teacher on 8x8 digits, P2-64-4-2, sigma 0.1 (~0.4M)"),
+}
+register_sizes(SIZES, family=FAMILY, build=build, jax_port="adapters.tarflow.jax_port",
+               trainer="adapters.tarflow.train:trainable", decoding_plan="adapters.tarflow.gsjacobi:planned_setting",
+               decoder=SD_VAE_DECODER)

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from adapters.layers import patchify
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 SEQUENTIAL, JACOBI, GS_JACOBI = "sequential", "jacobi", "gs-jacobi"
 DECODINGS = (SEQUENTIAL, JACOBI, GS_JACOBI)
@@ -323,3 +323,31 @@ def gs_jacobi_plan(metrics: Sequence[BlockMetrics], num_tokens: int, *, tough_fa
     caps = tuple(tough_max_iters if m.block in tough else simple_max_iters for m in metrics)
     inits = tuple(min(INITS, key=lambda k, m=m: m.igm[k]) for m in metrics)  # ties keep "noise"
     return GSPlan(segments, caps, inits, tough)
+
+
+def planned_setting(sampler, images: torch.Tensor, labels: torch.Tensor | None, *,
+                    tol: float = 1e-3) -> tuple[dict, dict]:
+    """The family's ``decoding_plan`` hook: GS-Jacobi options for `sampler`, planned on training
+    `images` as the authors plan, and how they were chosen (for a track's manifest).
+
+    `gs_jacobi_plan` on `gs_jacobi_metrics` of the images. When it ranks no block tough (every CRM
+    within 2x of the median), its plan is plain Jacobi; the block of the highest CRM is then cut
+    into the paper's 8 segments instead, so the setting is a GS-Jacobi one. `tol` is the setting's
+    ``jacobi_tol``.
+    """
+    metrics = gs_jacobi_metrics(sampler.net, images, labels)
+    plan = gs_jacobi_plan(metrics, sampler.config.num_patches)
+    segments = list(plan.segments)
+    if plan.tough:
+        source = f"gs_jacobi_plan: tough blocks {list(plan.tough)}"
+    else:
+        top = max(metrics, key=lambda m: m.crm).block
+        segments[top] = PAPER_TOUGH_SEGMENTS
+        source = (f"gs_jacobi_plan ranked no block tough (CRM {[round(m.crm, 2) for m in metrics]}, none above "
+                  f"2x the median): block {top}, the highest CRM, in {PAPER_TOUGH_SEGMENTS} segments")
+    options = {"decoding": GS_JACOBI, "gs_segments": tuple(segments), "jacobi_tol": tol}
+    if any(i != NOISE for i in plan.init):
+        options["jacobi_init"] = plan.init
+    return options, {"source": source, "options": {k: list(v) if isinstance(v, tuple) else v
+                                                   for k, v in options.items()},
+                     "crm": [m.crm for m in metrics], "igm": [m.igm for m in metrics]}

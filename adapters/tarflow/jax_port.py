@@ -41,12 +41,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adapters.api.errors import InputError
+from adapters.api.sampler import check_guidance
 from adapters.jax.convert import StateDictReader
-from adapters.tarflow.gsjacobi import (GS_JACOBI, NOISE, SEQUENTIAL, BlockSchedule, resolve_schedules,
-                                       summarize_iterations)
+from adapters.jax.sampler import port_loader
+from adapters.tarflow.gsjacobi import (
+    GS_JACOBI,
+    NOISE,
+    SEQUENTIAL,
+    BlockSchedule,
+    resolve_schedules,
+    summarize_iterations,
+)
 from adapters.tarflow.model import TARFlowConfig
-from harness.errors import InputError
-from harness.sampler import check_guidance
 
 FAMILY_OPTIONS = ("annealed_guidance", "attn_temp", "guide_what", "denoise", "decoding",
                   "jacobi_tol", "jacobi_max_iters", "jacobi_init", "gs_segments")
@@ -546,3 +553,6 @@ def iteration_stats(passes, options: dict) -> dict:
     per_segment = [[int(i) for i in np.asarray(block)] for block in passes]
     gs = options.get("decoding") == GS_JACOBI
     return summarize_iterations([sum(block) for block in per_segment], per_segment if gs else None)
+
+
+load = port_loader(__name__)  # what load_sampler(..., backend="jax") calls

@@ -40,12 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapters.base import TorchSampler, count_params
-from adapters.checkpoint import load_checkpoint
+from adapters.api.checkpoint import load_checkpoint
 from adapters.layers import patchify, unpatchify
 from adapters.tarflow.gsjacobi import (GS_JACOBI, NOISE, SEQUENTIAL, BlockSchedule, resolve_schedules,
                                        summarize_iterations)
-from harness.errors import InputError
-from harness.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space
+from adapters.api.errors import InputError
+from adapters.api.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space
 
 FAMILY = "tarflow"
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from adapters.api.training import Objective, Trainable
 from adapters.tarflow.model import TARFlow
-from adapters.training import Objective
 
 LABEL_DROP = 0.1  # fraction of a batch trained unconditionally (mean class embedding)
 
@@ -52,3 +52,10 @@ def nll_objective(net: TARFlow, x: torch.Tensor, y: torch.Tensor | None, *, nois
         return -torch.cat(log_p).mean() / dims
 
     return loss
+
+
+def trainable(sampler, images: torch.Tensor, labels: torch.Tensor | None, *, teacher=None, draws: int = 1,
+              seed: int = 0) -> Trainable:
+    """The track's ``trainer`` hook: the sampler's network, by maximum likelihood at its noise level."""
+    sampler.net.requires_grad_(True)
+    return Trainable(sampler.net, nll_objective(sampler.net, images, labels, noise_std=sampler.config.noise_std))

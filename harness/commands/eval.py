@@ -22,7 +22,7 @@ import argparse
 import sys
 
 from harness.commands.fid import add_common_arguments, caveats_to_stderr, metric_options, positive_int, value_line
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.workdir import DEFAULT_SHARD_SIZE
 
 _DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.distributed import RankFailed, distributed_world, run_checked
     from harness.evaluate import evaluate_sampler, open_source, parse_metrics
     from harness.results import KID, RunFile
-    from harness.sampler import weights_with_decoder
+    from adapters.api.sampler import weights_with_decoder
     from harness.settings import nfe_of
 
     # Every check on the arguments before any sampling: a bad --out must not cost hours.
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
               f"reported again, nothing was recomputed", file=sys.stderr)
     info = sampler.info
     if args.backend == "jax":
-        from adapters.jax.sampler import jax_device_name
+        from adapters.api.devices import jax_device_name
 
         gen_device, gen_device_name = sampler.devices[0].platform, jax_device_name(sampler.devices[0])
     else:

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from harness.devices import resolve_device
-    from harness.errors import InputError
+    from adapters.api.errors import InputError
     from harness.evaluate import ImageFolder, NpzImages, check_count, collect, open_extractors, open_source, \
         parse_metrics
     from harness.metrics.features import extractor_of

@@ -41,7 +41,7 @@ import math
 import numpy as np
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 BOOTSTRAP_REPLICATES = 100
 BOOTSTRAP_SEED = 0

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.metrics.features import FeatureExtractor, Unavailable, hub_checkpoint
 from harness.results import file_digest
 
@@ -178,7 +178,7 @@ def weights_missing_message() -> str:
 def load_vitl14(path: str | Path, device: str | torch.device = "cpu") -> VisionTransformer:
     """dinov2_vitl14 with the weights of `path` (the hub's state_dict layout), prepared for 224 px,
     in eval mode on `device`. Every missing, unexpected or mis-shaped tensor is named."""
-    from adapters.checkpoint import check_fits, read_state_dict
+    from adapters.api.checkpoint import check_fits, read_state_dict
 
     sd = read_state_dict(path)
     with torch.device("meta"):

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Collection
 
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.metrics.preprocess import as_nchw_uint8
 
 # extractor name -> "module:Class"

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.results import atomic_write_npz
 
 STATS_FORMAT = "nfebench-stats-2"  # 2: per-feature statistics (mu_<f>, network_<f>, <f>_features)

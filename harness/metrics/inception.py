@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.metrics.features import FeatureExtractor, hub_checkpoint
 from harness.metrics.preprocess import ADM, check_mode, inception_input
 from harness.results import file_digest

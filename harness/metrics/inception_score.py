@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 ADM_SPLIT_SIZE = 5000
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 ADM_K = 3
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 ADM, CLEAN = "adm", "clean"
 MODES = (ADM, CLEAN)

@@ -50,7 +50,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Mapping, Sequence
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.timing.stats import DEFAULT_CI_TARGET, MIN_CALLS, median_interval, ratio_interval
 
 # Before a timed call that follows another member's call, a member gets as many untimed calls

@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from adapters.jax.sampler import jax_device_name, jax_devices, require_jax
+from adapters.api.devices import jax_device_name, jax_devices, require_jax
 from harness.results import COMPILE_MS, RunFile
-from harness.sampler import ModelInfo
-from harness.seeding import sample_labels, sample_noise
+from adapters.api.sampler import ModelInfo
+from adapters.api.seeding import sample_labels, sample_noise
 from harness.timing.clocks import WallClock, measure
 from harness.timing.peaks import peak_flops
 from harness.timing.sweep import (CALIBRATION_MAX_TIME, CALIBRATION_REPEATS, DECODER, START, Built, Point, Setting,

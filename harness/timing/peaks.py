@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from harness.sampler import ModelInfo
+from adapters.api.sampler import ModelInfo
 
 T = 1e12
 

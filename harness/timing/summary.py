@@ -38,7 +38,7 @@ from rich.table import Table
 
 from harness.results import (CALIBRATION_MS, COMPILE_MS, FRAC_MATMUL_PEAK, IMAGES_PER_S, IMAGES_PER_S_PER_CHIP, MFU,
                              MS_PER_BATCH, MS_PER_IMAGE, OK, PEAK_MEM_MB, SPEEDUP)
-from harness.sampler import ModelInfo
+from adapters.api.sampler import ModelInfo
 from harness.settings import label
 from harness.timing.peaks import flops_per_image
 

@@ -38,7 +38,7 @@ its calls add up to ``max_time`` seconds, or ``repeats`` calls; at least 5 unles
 exceeds ``max_time`` (the rows' notes say so). The two models of a pair (`harness.pairs`:
 each fast model and its teacher), when both are in ``models``, are built together and timed
 in alternating rounds at each batch size and part, so their ratio is measured as a ratio and
-their own rows come from the same calls. Noise and labels come from `harness.seeding` with
+their own rows come from the same calls. Noise and labels come from `adapters.api.seeding` with
 the sweep's seed, made and moved to the device before the clock starts. A point that runs out
 of memory becomes one ``status=oom`` row and the sweep goes on; any other failure becomes
 one ``status=error`` row naming the exception (the command then exits 1). Rows are saved
@@ -85,15 +85,15 @@ import torch
 
 from adapters import get_spec, load_sampler
 from harness.devices import device_name, resolve_device
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.pairs import pairs_among
 from harness.quality import (DEFAULT_FID_RTOL, DEFAULT_SAMPLES, DEFAULT_TOL, GateConfig, QualityGate, Verdict, is_exact,
                              reference_options)
 from harness.results import (CALIBRATION_MS, ERROR, FRAC_MATMUL_PEAK, IMAGES_PER_S, IMAGES_PER_S_PER_CHIP, MFU,
                              MS_PER_BATCH, MS_PER_IMAGE, OOM, PEAK_MEM_MB, REFERENCE, SPEEDUP, UNVERIFIED, RunFile,
                              atomic_write)
-from harness.sampler import ModelInfo, Sampler, weights_with_decoder
-from harness.seeding import sample_labels, sample_noise
+from adapters.api.sampler import ModelInfo, Sampler, weights_with_decoder
+from adapters.api.seeding import sample_labels, sample_noise
 from harness.settings import json_options, label, nfe_of, options_text, setting_options
 from harness.timing.adaptive import Budget, Series, time_rounds
 from harness.timing.clocks import Clock, Timing, clock_for, measure
@@ -146,7 +146,7 @@ class SweepConfig:
         metadata={"help": "stop a point once its median's 95%% interval has a half-width of at most this fraction "
                           "of the median; above it when the budget is spent, the point is marked unstable"})
     guidance: float | None = field(default=None, metadata={"help": "guidance scale; None: each model's default"})
-    seed: int = field(default=0, metadata={"help": "seed of the noise and labels (harness.seeding)"})
+    seed: int = field(default=0, metadata={"help": "seed of the noise and labels (adapters.api.seeding)"})
     calibrate: bool = field(default=True, metadata={"help": "time the fixed calibration workload"})
     backend: str = field(default="torch", metadata={"help": "torch, or jax (the Flax ports, XLA-compiled)"})
     checkpoints: Mapping[str, str] = field(
@@ -244,7 +244,7 @@ def validate(config: SweepConfig) -> None:
     if config.backend not in BACKENDS:
         raise InputError(f"unknown backend {config.backend!r}; choose one of {', '.join(BACKENDS)}")
     if config.backend == "jax":
-        from adapters.jax.sampler import jax_devices
+        from adapters.api.devices import jax_devices
 
         if config.compile != "none":
             raise InputError("--compile applies to torch.compile; the JAX backend always compiles with XLA "

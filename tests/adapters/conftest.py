@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from adapters import load_sampler, registry
+from adapters import load_sampler
+from adapters.api import registry
 from adapters.base import TorchSampler, count_params
-from adapters.checkpoint import load_checkpoint
-from harness.sampler import RANDOM_INIT, ModelInfo
+from adapters.api.checkpoint import load_checkpoint
+from adapters.api.sampler import RANDOM_INIT, ModelInfo
 
 
 @dataclass(frozen=True)

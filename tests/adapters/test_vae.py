@@ -2,10 +2,10 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from adapters.checkpoint import file_sha256
+from adapters.api.checkpoint import file_sha256
 from adapters.vae import SD_VAE_CONFIG, SDVAEDecoder, resolve_vae_source
-from harness.errors import InputError
-from harness.sampler import RANDOM_INIT
+from adapters.api.errors import InputError
+from adapters.api.sampler import RANDOM_INIT
 
 TINY = dict(SD_VAE_CONFIG, block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2,
             up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, sample_size=16)

@@ -5,7 +5,7 @@ from PIL import Image
 
 from harness.cli import main
 from harness.devices import device_name, resolve_device
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 
 def image_folder(tmp_path):

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from adapters import registry
+from adapters.api import registry
 from adapters.base import TorchSampler, count_params
 from harness import results
 from harness.cli import main
@@ -24,8 +24,8 @@ from harness.evaluate import generate_images, parse_metrics
 from harness.metrics import inception
 from harness.metrics.fid import frechet_distance, load_stats
 from harness.results import read_run
-from harness.sampler import RANDOM_INIT, ModelInfo
-from harness.seeding import sample_labels, sample_noise
+from adapters.api.sampler import RANDOM_INIT, ModelInfo
+from adapters.api.seeding import sample_labels, sample_noise
 from harness.results import file_digest
 
 N = 4
@@ -333,7 +333,7 @@ def test_float_images_are_refused_clearly(tmp_path):
     folder = tmp_path / "float"
     folder.mkdir()
     Image.fromarray(np.zeros((8, 8), np.float32), "F").save(folder / "x.tif")
-    from harness.errors import InputError
+    from adapters.api.errors import InputError
     from harness.evaluate import open_source
 
     with pytest.raises(InputError, match="x.tif is a floating-point image .*save it as an 8-bit"):

@@ -8,7 +8,7 @@ import pytest
 
 from harness import leaderboard
 from harness.cli import main
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.results import FID, IS, MS_PER_IMAGE, atomic_write, rows_to_csv
 
 REPO = Path(__file__).resolve().parents[2]

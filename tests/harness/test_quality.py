@@ -15,7 +15,7 @@ import torch
 from adapters import load_sampler
 from harness import results
 from harness.datasets import load_digits_split, to_uint8_nhwc
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.quality import DEFAULT_TOL, Bound, GateConfig, deviation, is_exact, judge, reference_options
 from harness.results import FAILED, FID, REFERENCE, UNVERIFIED, VERIFIED, read_run
 from harness.timing.sweep import SweepConfig, run_sweep
@@ -126,7 +126,7 @@ def test_iterations_are_recorded_and_random_weight_jacobi_is_not_representative(
 
 
 def test_tolerance_zero_equals_sequential_and_names_the_checkpoint(tmp_path, weights):
-    from adapters.checkpoint import file_sha256
+    from adapters.api.checkpoint import file_sha256
 
     zero = ({"decoding": "jacobi", "jacobi_tol": 0.0}, {"decoding": "gs-jacobi", "gs_segments": 3, "jacobi_tol": 0.0})
     df = sweep(tmp_path, batch_sizes=(1,), checkpoints={"tarflow-mini": str(weights)}, options={"tarflow-mini": zero})

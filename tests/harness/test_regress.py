@@ -4,7 +4,7 @@ import pytest
 
 from harness import regress
 from harness.cli import main
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.results import (CALIBRATION_MS, FID, IMAGES_PER_S, IS, MS_PER_BATCH, MS_PER_IMAGE, OOM, PEAK_MEM_MB,
                              SPEEDUP, atomic_write, rows_to_csv)
 

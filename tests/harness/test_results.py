@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.results import COLUMNS, MS_PER_IMAGE, OK, RunFile, atomic_write, read_run
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.settings import (canonical_options, label, nfe_of, options_text, parse_checkpoints, parse_literal,
                               parse_option_sets, parse_overrides, parse_pairs, setting_options)
 

@@ -17,7 +17,7 @@ from adapters import load_sampler
 from harness import leaderboard
 from harness.datasets import load_digits_split
 from harness.results import FID, MS_PER_IMAGE, read_run
-from harness.seeding import sample_labels, sample_noise
+from adapters.api.seeding import sample_labels, sample_noise
 from harness.track import (BASELINE, BUDGETS, HALF, MODELS, RANDOM, STUDENT, TEACHER, TRAINED, Budget,
                            ensure_trained, gs_jacobi_setting, run_track, teacher_settings)
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.workdir import MANIFEST, WorkDir, shard_ranges
 
 

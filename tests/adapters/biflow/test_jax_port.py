@@ -10,7 +10,7 @@ from adapters.biflow import jax_port as biflow
 from adapters.jax.layers import patchify, rope_2d_tables, unpatchify
 from adapters.layers import patchify as torch_patchify
 from adapters.layers import rope_2d_tables as torch_rope_2d_tables
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 TINY = dict(hidden_size=64, depth=4, num_heads=2, num_stages=2, input_size=8, num_classes=10)
 TOL = 1e-4  # max abs difference, float32, outputs of scale ~1-5

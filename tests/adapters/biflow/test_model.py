@@ -9,8 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from adapters import biflow, load_sampler, model_info
 from adapters.base import count_params
 from adapters.biflow.model import AlignmentHeads, BiFlowNet, stage_sizes
-from adapters.registry import get_spec
-from harness.errors import InputError
+from adapters.api.registry import get_spec
+from adapters.api.errors import InputError
 
 TINY = dict(hidden_size=32, depth=4, num_heads=2, num_stages=3, input_size=8, num_classes=10)
 LABELS = torch.tensor([0, 3, 9, 4])

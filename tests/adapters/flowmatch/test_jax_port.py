@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adapters.flowmatch import jax_port as dit
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 TINY = dict(hidden_size=64, depth=2, num_heads=4, input_size=8, num_classes=10, in_channels=4, space="latent")
 FAMILY = {"rf-mini": "rectified-flow", "meanflow-b2": "meanflow"}

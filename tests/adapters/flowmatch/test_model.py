@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from adapters import flowmatch, load_sampler, model_info
 from adapters.flowmatch.model import DiT, sincos_pos_embed_2d
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 TINY = dict(hidden_size=32, depth=2, num_heads=2, input_size=8, num_classes=10, in_channels=4, space="latent")
 LABELS = torch.tensor([0, 3, 9])

@@ -10,7 +10,7 @@ import torch
 
 import adapters.imf.jax_port as port
 from adapters import load_sampler
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 TINY = dict(hidden_size=64, depth=3, num_heads=4, head_depth=1, input_size=8, num_classes=10)
 TOL = 1e-4  # relative: max |jax - torch| / max |torch|, float32

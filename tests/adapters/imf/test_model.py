@@ -15,10 +15,10 @@ from torch.utils.flop_counter import FlopCounterMode
 import adapters.imf
 import adapters.imf.model
 from adapters import load_sampler, model_info
-from adapters.checkpoint import CheckpointWarning
+from adapters.api.checkpoint import CheckpointWarning
 from adapters.imf.model import IMFDiT, reference_key
 from adapters.vae import SD_VAE_MSE_REPO
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 REPO = ("imf", "Lyy-iiis/imeanflow")
 # A small imfDiT: the reference factory's keyword arguments, and the same network as nfebench overrides.

@@ -15,9 +15,10 @@ import torch
 
 from adapters import load_sampler
 from adapters.jax import sampler as jax_sampler
-from harness.errors import InputError
-from harness.sampler import NonFiniteSampleError
-from harness.seeding import sample_labels, sample_noise
+from adapters.api import devices as api_devices
+from adapters.api.errors import InputError
+from adapters.api.sampler import NonFiniteSampleError
+from adapters.api.seeding import sample_labels, sample_noise
 
 
 def inputs(n, seed=0):
@@ -91,17 +92,17 @@ def test_unported_family_and_missing_jax_are_named(fake_jax_family, monkeypatch)
         load_sampler("fake-jax-unported", backend="jax")
     monkeypatch.setitem(sys.modules, "jax", None)  # what an absent package looks like to import
     with pytest.raises(InputError, match=r"pip install 'nfebench\[jax\]'"):
-        jax_sampler.require_jax()
+        api_devices.require_jax()
 
 
 def test_asking_for_an_absent_tpu_says_what_to_do(monkeypatch):
-    monkeypatch.delenv(jax_sampler.ALLOW_CPU_ENV, raising=False)
+    monkeypatch.delenv(api_devices.ALLOW_CPU_ENV, raising=False)
     with pytest.raises(InputError, match="JAX sees no TPU.*NFEBENCH_ALLOW_CPU=1"):
-        jax_sampler.jax_devices("tpu")
-    monkeypatch.setenv(jax_sampler.ALLOW_CPU_ENV, "1")
-    assert [d.platform for d in jax_sampler.jax_devices("tpu")] == ["cpu"]
+        api_devices.jax_devices("tpu")
+    monkeypatch.setenv(api_devices.ALLOW_CPU_ENV, "1")
+    assert [d.platform for d in api_devices.jax_devices("tpu")] == ["cpu"]
     with pytest.raises(InputError, match="unknown JAX device 'npu'"):
-        jax_sampler.jax_devices("npu")
+        api_devices.jax_devices("npu")
 
 
 def test_devices_for_batch_uses_the_most_devices_that_divide_the_batch():
@@ -115,8 +116,8 @@ def test_a_batch_split_over_two_devices_gives_the_same_samples(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import numpy as np, jax
         assert len(jax.devices()) == 2, jax.devices()
-        from adapters.jax.sampler import JaxSampler, load_jax_sampler
-        from harness.seeding import sample_noise, sample_labels
+        from adapters.jax.sampler import JaxSampler
+        from adapters.api.seeding import sample_noise, sample_labels
         import torch
         from adapters import load_sampler
         kw = dict(hidden_size=32, depth=1, num_heads=2, input_size=4, num_classes=10, in_channels=4, space="latent")
@@ -127,13 +128,13 @@ def test_a_batch_split_over_two_devices_gives_the_same_samples(tmp_path):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
         torch.save(net.state_dict(), {str(tmp_path / "rf.pt")!r})
         kw["checkpoint"] = {str(tmp_path / "rf.pt")!r}
-        two = load_jax_sampler("rf-mini", device="cpu", **kw)
+        two = load_sampler("rf-mini", backend="jax", device="cpu", **kw)
         noise, labels = sample_noise(0, range(4), two.info.sample_shape), sample_labels(0, range(4), 10)
         call, _ = two.compile("off", 4, guidance=1.0)
         args = two.arguments("off", 4, noise, labels)
         assert call.num_devices == 2 and len(args[2].sharding.device_set) == 2
         out_two = np.asarray(call.call(args))
-        one = load_jax_sampler("rf-mini", device="cpu", **kw)
+        one = load_sampler("rf-mini", backend="jax", device="cpu", **kw)
         one.devices = one.devices[:1]
         out_one = np.asarray(one.generate(noise, labels, guidance=1.0))
         diff = float(np.abs(out_two - out_one).max())

@@ -7,7 +7,7 @@ from diffusers import AutoencoderKL
 
 from adapters.jax.vae import DECODER_PARAMS, convert_decoder_params, make_decode
 from adapters.vae import SCALING_FACTOR, SD_VAE_CONFIG, SDVAEDecoder
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 # Same structure as sd-vae (two up blocks instead of four: one upsampler, 16x16 images).
 SMALL = dict(SD_VAE_CONFIG, block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,

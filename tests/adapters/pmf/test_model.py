@@ -16,10 +16,10 @@ from torch.utils.flop_counter import FlopCounterMode
 import adapters.pmf
 import adapters.pmf.model
 from adapters import load_sampler, model_info
-from adapters.checkpoint import CheckpointWarning
+from adapters.api.checkpoint import CheckpointWarning
 from adapters.imf.model import reference_key
 from adapters.pmf.model import PMFDiT
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 REPO = ("pmf", "Lyy-iiis/pMF")
 REF_TINY = dict(depth=3, hidden_size=64, patch_size=4, num_heads=4, aux_head_depth=1)

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from adapters import load_sampler
-from adapters.checkpoint import CheckpointWarning
-from adapters.jax.sampler import load_jax_sampler
+from adapters.api.checkpoint import CheckpointWarning
+
 from adapters.sit import jax_port
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 TINY = dict(hidden_size=64, depth=2, num_heads=4, input_size=8, num_classes=10)
 TOL = 1e-4  # relative: max |jax - torch| / max |torch|, float32
@@ -89,7 +89,7 @@ def test_refuses_what_torch_refuses_with_the_same_message(port, guidance, labels
 
 
 def test_checkpoint_loads_into_the_jax_sampler(port, tmp_path):
-    """load_jax_sampler: the torch adapter's checkpoint reader (learned sigma dropped) feeds the port."""
+    """load_sampler(backend="jax"): the torch adapter's checkpoint reader (learned sigma dropped) feeds the port."""
     s, _, _ = port
     sd = dict(s.net.state_dict())
     w, b = sd["final_layer.linear.weight"], sd["final_layer.linear.bias"]  # (16, 64), (16,): (p, q, c) rows
@@ -99,7 +99,7 @@ def test_checkpoint_loads_into_the_jax_sampler(port, tmp_path):
     path = tmp_path / "sit.pt"
     torch.save(sd, path)
     with pytest.warns(CheckpointWarning, match="dropped the learned-sigma output channels"):
-        js = load_jax_sampler("sit-b2", path, device="cpu", **TINY)
+        js = load_sampler("sit-b2", path, backend="jax", device="cpu", **TINY)
         torch_info = load_sampler("sit-b2", path, **TINY).info
     assert js.info == torch_info and js.family_options == jax_port.FAMILY_OPTIONS
     noise, labels = inputs()

@@ -18,10 +18,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from adapters import get_spec, list_models, load_sampler, model_info
-from adapters.checkpoint import CheckpointWarning
+from adapters.api.checkpoint import CheckpointWarning
 from adapters.sit import model as sit_model
 from adapters.sit.model import learned_sigma_params
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 # SiT's own factories, at a size that samples in milliseconds: 16 tokens of width 64.
 TINY = dict(input_size=8, hidden_size=64, depth=2, num_heads=4, num_classes=10)

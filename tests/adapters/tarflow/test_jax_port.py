@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from adapters import load_sampler
-from adapters.jax.sampler import load_jax_sampler
+
 from adapters.tarflow.jax_port import FAMILY_OPTIONS, TARFlow, convert_params, iteration_stats, make_generate
 from adapters.tarflow.model import TARFlowConfig
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 # T = (8/2)^2 = 16 tokens; two blocks so both token orders are exercised.
 TINY = dict(img_size=8, in_channels=3, patch_size=2, channels=64, num_blocks=2, layers_per_block=2,
@@ -124,7 +124,7 @@ def test_pass_counts_match_torch(tiny, tmp_path):
     assert iteration_stats(passes, options) == want
     path = tmp_path / "tiny.pth"
     torch.save(s.net.state_dict(), path)
-    js = load_jax_sampler("tarflow", checkpoint=str(path), device="cpu", **TINY)
+    js = load_sampler("tarflow", checkpoint=str(path), backend="jax", device="cpu", **TINY)
     js.generate(z, y, **options)
     assert js.last_stats == want
     js.generate(z, y, guidance=1.5, denoise=False)

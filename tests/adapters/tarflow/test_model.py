@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from adapters import get_spec, list_models, load_sampler, model_info
 from adapters.layers import patchify
-from harness.errors import InputError
+from adapters.api.errors import InputError
 
 # T = (8/2)^2 = 16 tokens of width 3*2*2 = 12; two blocks so both token orders are exercised.
 TINY = dict(img_size=8, in_channels=3, patch_size=2, channels=64, num_blocks=2, layers_per_block=2,

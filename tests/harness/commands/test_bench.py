@@ -144,7 +144,7 @@ def test_a_checkpoint_that_does_not_fit_set_names_its_tensors(tmp_path, capsys, 
 
 def test_checkpoint_options_and_set_reach_the_rows_and_the_summary_is_whole_off_a_terminal(
         tmp_path, capsys, mini_checkpoint):
-    from adapters.checkpoint import file_sha256
+    from adapters.api.checkpoint import file_sha256
 
     out = tmp_path / "run.csv"
     argv = bench_argv(out, "--checkpoint", f"tarflow-mini={mini_checkpoint}", "--set", "tarflow-mini:denoise=false",

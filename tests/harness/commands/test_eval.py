@@ -28,7 +28,7 @@ from harness.cli import main
 from harness.evaluate import generate_images
 from harness.metrics.inception import InceptionFeatures
 from harness.results import read_run
-from harness.seeding import sample_labels
+from adapters.api.seeding import sample_labels
 from harness.workdir import RESULT, STATS
 
 N, SHARD = 8, 4
@@ -215,10 +215,10 @@ FAILING = textwrap.dedent("""
     import os, sys
     from dataclasses import dataclass
     import torch
-    from adapters import registry
+    from adapters.api import registry
     from adapters.base import TorchSampler, count_params
     from harness.cli import main
-    from harness.sampler import RANDOM_INIT, ModelInfo
+    from adapters.api.sampler import RANDOM_INIT, ModelInfo
 
     class Failing(TorchSampler):
         def _generate(self, noise, labels, guidance):

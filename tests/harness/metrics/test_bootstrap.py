@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.metrics.bootstrap import Z95, frechet_replicates, half_sample_weights, interval
 from harness.metrics.fid import frechet_distance
 from harness.metrics.kid import kid

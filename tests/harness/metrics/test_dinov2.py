@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.metrics import dinov2
 from harness.metrics.dinov2 import DINOV2_DIM, DINOv2Features, find_weights
 from harness.metrics.features import Unavailable

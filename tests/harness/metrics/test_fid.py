@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.metrics.fid import RunningStats, frechet_distance, is_stats_file, load_stats, nonnegative, save_stats
 
 

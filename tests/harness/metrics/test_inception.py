@@ -16,7 +16,7 @@ from PIL import Image
 
 from harness.results import file_digest
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.evaluate import collect, open_source
 from harness.metrics.fid import frechet_distance
 from harness.metrics import inception

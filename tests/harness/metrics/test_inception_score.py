@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.metrics.inception_score import InceptionScore, inception_score
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.metrics.kid import KID_SEED, KID_SUBSET_SIZE, KID_SUBSETS, kid, subset_indices
 
 

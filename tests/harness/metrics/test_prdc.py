@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.metrics.prdc import manifold_metrics, precision_recall
 
 

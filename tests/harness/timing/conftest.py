@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters import registry
-from harness.sampler import RANDOM_INIT, ModelInfo, check_generate_inputs
+from adapters.api import registry
+from adapters.api.sampler import RANDOM_INIT, ModelInfo, check_generate_inputs
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def fake_clock(monkeypatch):
 def fake_pair(fake_models, monkeypatch):
     """fake-fast (2 ms per image) and its teacher fake-slow (60 ms per image), a pair in
     `harness.pairs`, and fake-solo (5 ms per image) with no teacher; each decoded image costs 3 ms."""
-    from adapters import registry
+    from adapters.api import registry
     from harness import pairs
 
     configs = {"fake-fast": FakeConfig(ms_per_image=2.0, decode_ms_per_image=3.0),
@@ -132,7 +132,7 @@ def fake_pair(fake_models, monkeypatch):
 @pytest.fixture
 def register_fake(fake_models):
     """register_fake("fake-x", ms_per_image=5.0, noise=0.1): one more fake model for this test."""
-    from adapters import registry
+    from adapters.api import registry
 
     def register(name: str, **config) -> None:
         registry.register(name, family="fake", config=FakeConfig(**config), build=build_fake)

@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.timing.adaptive import (BUDGET, FAILED, LONG_CALL, MET, REPEATS, Budget, time_rounds)
 from harness.timing.clocks import WallClock
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from harness import results
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.results import read_run
 from harness.timing.sweep import DECODER_ID, PRESETS, TPU_MODELS, SweepConfig, run_sweep, validate, with_preset
 

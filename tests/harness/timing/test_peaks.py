@@ -6,7 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import adapters.base
 from adapters import list_models, load_sampler, model_info
-from harness.seeding import sample_labels
+from adapters.api.seeding import sample_labels
 from harness.timing.peaks import PEAK_FLOPS, decoder_flops, device_key, flops_per_image, mfu, peak_flops
 
 

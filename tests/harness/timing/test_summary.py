@@ -5,7 +5,7 @@ import pytest
 from rich.console import Console
 
 from harness import results
-from harness.sampler import ModelInfo
+from adapters.api.sampler import ModelInfo
 from harness.timing.summary import (PAPER_SPEEDUP, floors, floors_caption, floors_table, speedup_rows, speedup_table,
                                     timing_table, warning)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness import results
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from harness.results import read_run
 from harness.timing.sweep import (DECODER_ID, PRESETS, Point, SweepConfig, compile_sampler, plan, run_sweep,
                                   validate, with_preset)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from adapters.training import TrainConfig, check_checkpoint, save_checkpoint, sidecar, step_generator, train
-from harness.errors import InputError
+from harness.training import TrainConfig, check_checkpoint, save_checkpoint, sidecar, step_generator, train
+from adapters.api.errors import InputError
 
 
 def regression():

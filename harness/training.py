@@ -1,9 +1,8 @@
 """The shared training loop of the small models (the mini track): seeded, resumable, with a progress bar.
 
-Each family's objective lives beside its adapter (`adapters.tarflow.train`,
-`adapters.biflow.train`, `adapters.flowmatch.train`) as a function ``loss(generator,
-batch_size) -> scalar`` that draws its own batch from the generator it is given. The loop
-seeds that generator from ``(seed, step)`` alone, so a run stopped at step k and resumed
+Each family's objective lives beside its adapter, reached through its spec's ``trainer`` hook
+(`adapters.api.training`), as a function ``loss(generator, batch_size) -> scalar`` that draws
+its own batch from the generator it is given. The loop seeds that generator from ``(seed, step)`` alone, so a run stopped at step k and resumed
 from its saved state gives the same weights as one that never stopped.
 
 Files: the training *state* (weights, optimiser, step) is saved atomically every
@@ -37,10 +36,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from harness.errors import InputError
-from harness.results import atomic_write, file_digest
-
-Objective = Callable[[torch.Generator, int], torch.Tensor]  # (generator, batch size) -> scalar loss
+from adapters.api.errors import InputError
+from adapters.api.files import atomic_write, file_digest
+from adapters.api.training import Objective
 _STEP_SEED_STRIDE = 1_000_003  # generator seed of step s: seed * stride + s (distinct for s < stride)
 
 

@@ -1,6 +1,6 @@
 import torch
 
-from harness.seeding import sample_labels, sample_noise
+from adapters.api.seeding import sample_labels, sample_noise
 
 
 def test_noise_depends_only_on_seed_and_index():

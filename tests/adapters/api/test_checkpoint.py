@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from adapters.checkpoint import file_sha256, load_checkpoint, read_state_dict
-from harness.errors import InputError
+from adapters.api.checkpoint import file_sha256, load_checkpoint, read_state_dict
+from adapters.api.errors import InputError
 
 
 def net():
@@ -85,7 +85,7 @@ def training_checkpoint(path, *, ema_scale=2.0):
 
 
 def test_training_checkpoint_loads_its_ema_and_names_the_entry(tmp_path):
-    from adapters.checkpoint import CheckpointRef
+    from adapters.api.checkpoint import CheckpointRef
 
     path = tmp_path / "0400000.pt"
     raw, ema = training_checkpoint(path)
@@ -101,7 +101,7 @@ def test_training_checkpoint_loads_its_ema_and_names_the_entry(tmp_path):
 
 
 def test_untrusted_classes_are_skipped_by_name_and_never_run(tmp_path):
-    from adapters.checkpoint import CheckpointWarning
+    from adapters.api.checkpoint import CheckpointWarning
 
     path = tmp_path / "m.pt"
     torch.save({"model": net().state_dict(), "extra": Unknown()}, path)
@@ -112,7 +112,7 @@ def test_untrusted_classes_are_skipped_by_name_and_never_run(tmp_path):
 
 
 def test_plain_state_dict_has_no_entries_and_several_raw_entries_need_a_choice(tmp_path):
-    from adapters.checkpoint import CheckpointRef
+    from adapters.api.checkpoint import CheckpointRef
 
     plain = tmp_path / "plain.pt"
     torch.save(net().state_dict(), plain)
@@ -127,7 +127,7 @@ def test_plain_state_dict_has_no_entries_and_several_raw_entries_need_a_choice(t
 
 
 def test_ignored_and_renamed_keys_are_named(tmp_path):
-    from adapters.checkpoint import CheckpointWarning
+    from adapters.api.checkpoint import CheckpointWarning
 
     path = tmp_path / "m.pt"
     sd = {f"net.{k}": v for k, v in net().state_dict().items()}

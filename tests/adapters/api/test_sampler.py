@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from harness.errors import InputError
+from adapters.api.errors import InputError
 from adapters import model_info
-from harness.sampler import (ModelInfo, NonFiniteSampleError, check_finite, check_generate_inputs, check_space,
+from adapters.api.sampler import (ModelInfo, NonFiniteSampleError, check_finite, check_generate_inputs, check_space,
                              decoded_side)
 
 INFO = ModelInfo(name="toy", family="toy", params=1, nfe=1, sequential_steps=1, space="pixel",

@@ -37,8 +37,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from harness.errors import InputError
-from harness.results import file_digest
+from adapters.api.errors import InputError
+from adapters.api.files import file_digest
 
 # Classes that real checkpoints carry as metadata and that are plain data: allowed when unpickling.
 SAFE_GLOBALS = (argparse.Namespace,)
