@@ -13,13 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapters.vae import SD_FT_EMA, SDVAEDecoder, VAESpec
 from adapters.api.errors import InputError
 from adapters.api.sampler import ModelInfo, check_finite, check_generate_inputs
-
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+from adapters.builder import count_params  # noqa: F401  (families count through it)
+from adapters.vae import SD_FT_EMA, SDVAEDecoder, VAESpec
 
 
 class TorchSampler:

@@ -105,10 +105,11 @@ def fake_jax_family(monkeypatch):
 
 
 
-# Official reference code (never committed): github:<owner>/<repo> extracted under this folder, one
-# sub-folder per repository, e.g. $NFEBENCH_REFERENCE_DIR/imf for Lyy-iiis/imeanflow (branch torch):
-#   git --git-dir=<mirror> archive torch | tar -x -C /tmp/ref/imf
-REFERENCE_DIR = Path(os.environ.get("NFEBENCH_REFERENCE_DIR", "/tmp/ref"))
+# Official reference code (never committed): one sub-folder per repository, e.g. imf/ for
+# Lyy-iiis/imeanflow (branch torch). By default the extracts beside the checkout, ../shared/reference-code
+# (their README lists repositories, commits and licences); $NFEBENCH_REFERENCE_DIR overrides.
+REFERENCE_DIR = Path(os.environ.get("NFEBENCH_REFERENCE_DIR",
+                                    Path(__file__).resolve().parents[2] / "shared" / "reference-code"))
 
 
 def import_reference(folder: str, repo: str, *modules: str) -> list[types.ModuleType]:
@@ -121,7 +122,7 @@ def import_reference(folder: str, repo: str, *modules: str) -> list[types.Module
     root = REFERENCE_DIR / folder
     if not root.is_dir():
         pytest.skip(f"reference code of github:{repo} not found at {root} (extract it there, or set "
-                    f"NFEBENCH_REFERENCE_DIR); it is never committed")
+                    f"NFEBENCH_REFERENCE_DIR to the folder holding it); it is never committed")
     before = set(sys.modules)
     sys.path.insert(0, str(root))
     try:

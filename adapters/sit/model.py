@@ -48,16 +48,18 @@ Example::
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from adapters.base import TorchSampler, count_params
-from adapters.api.checkpoint import CheckpointRef, CheckpointWarning, as_ref, load_checkpoint
+from adapters.api.checkpoint import CheckpointRef, CheckpointWarning
+from adapters.api.config import option
+from adapters.api.errors import InputError
+from adapters.api.sampler import ModelInfo, check_guidance, decoded_side
+from adapters.base import TorchSampler
+from adapters.builder import Layout, build_sampler
 from adapters.flowmatch.model import DiT
 from adapters.vae import SD_FT_MSE
-from adapters.api.errors import InputError
-from adapters.api.sampler import RANDOM_INIT, ModelInfo, check_guidance, decoded_side
 
 FAMILY = "sit"
 SOLVERS = ("euler", "heun")
@@ -65,26 +67,22 @@ EVALS_PER_STEP = {"euler": 1, "heun": 2}
 GUIDED_CHANNELS = 3  # forward_with_cfg guides channels [:3] only
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
 @dataclass(frozen=True)
 class SiTConfig:
     """Defaults of one SiT id (SiT-B/2 here); every field can be overridden in `load_sampler`."""
 
-    hidden_size: int = field(default=768, metadata=_help("transformer width"))
-    depth: int = field(default=12, metadata=_help("transformer blocks"))
-    num_heads: int = field(default=12, metadata=_help("attention heads"))
-    mlp_ratio: float = field(default=4.0, metadata=_help("MLP hidden width / width"))
-    patch_size: int = field(default=2, metadata=_help("latent patch side"))
-    input_size: int = field(default=32, metadata=_help("latent side (image side / 8)"))
-    in_channels: int = field(default=4, metadata=_help("latent channels"))
-    num_classes: int = field(default=1000, metadata=_help("class count (the null class is extra)"))
-    num_steps: int = field(default=1, metadata=_help("default ODE steps from t = 0 (noise) to 1 (data)"))
-    solver: str = field(default="euler", metadata=_help("default ODE solver: euler or heun (torchdiffeq's heun2)"))
-    guidance: float = field(default=0.0, metadata=_help("default guidance g (0 = none); SiT's cfg scale is 1 + g"))
-    vae: str | None = field(default=None, metadata=_help("sd-vae-ft-mse folder or hub id (see adapters.vae)"))
+    hidden_size: int = option(768, "transformer width")
+    depth: int = option(12, "transformer blocks")
+    num_heads: int = option(12, "attention heads")
+    mlp_ratio: float = option(4.0, "MLP hidden width / width")
+    patch_size: int = option(2, "latent patch side")
+    input_size: int = option(32, "latent side (image side / 8)")
+    in_channels: int = option(4, "latent channels")
+    num_classes: int = option(1000, "class count (the null class is extra)")
+    num_steps: int = option(1, "default ODE steps from t = 0 (noise) to 1 (data)")
+    solver: str = option("euler", "default ODE solver: euler or heun (torchdiffeq's heun2)")
+    guidance: float = option(0.0, "default guidance g (0 = none); SiT's cfg scale is 1 + g")
+    vae: str | None = option(None, "sd-vae-ft-mse folder or hub id (see adapters.vae)")
 
 
 def check_num_steps(name: str, num_steps: object) -> int:
@@ -193,7 +191,6 @@ def build(name: str, config: SiTConfig, *, checkpoint: CheckpointRef | str | Non
         >>> s.info.nfe, s.info.weights
         (1, 'random-init')
     """
-    device = torch.device(device)
     steps = check_num_steps(name, config.num_steps)
     solver = check_solver(name, config.solver)
     guidance = check_guidance(name, config.guidance)
@@ -204,22 +201,18 @@ def build(name: str, config: SiTConfig, *, checkpoint: CheckpointRef | str | Non
     if config.in_channels < GUIDED_CHANNELS:
         raise InputError(f"{name}: in_channels must be at least {GUIDED_CHANNELS} (SiT guides channels 0-2), "
                          f"got {config.in_channels}")
-    with torch.device(device):
-        net = DiT(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
-                  hidden_size=config.hidden_size, depth=config.depth, num_heads=config.num_heads,
-                  mlp_ratio=config.mlp_ratio, num_classes=config.num_classes, time_scale=1.0)
-    net = net.to(dtype)
-    if checkpoint is None:
-        weights = RANDOM_INIT
-    else:
-        ref = as_ref(checkpoint)
-        weights = load_checkpoint(net, ref, convert=lambda sd: drop_learned_sigma(sd, config, str(ref.path)))
-    per_step = EVALS_PER_STEP[solver]
-    info = ModelInfo(
-        name=name, family=FAMILY, params=count_params(net), nfe=nfe(steps, solver, guidance),
-        sequential_steps=steps * per_step, space="latent",
-        sample_shape=(config.in_channels, config.input_size, config.input_size),
-        image_size=decoded_side("latent", config.input_size), num_classes=config.num_classes,
-        gflops=net.flops() / 1e9, weights=weights,
-    )
-    return SiTSampler(info, net, config, device=device, dtype=dtype)
+
+    def make_net() -> DiT:
+        return DiT(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
+                   hidden_size=config.hidden_size, depth=config.depth, num_heads=config.num_heads,
+                   mlp_ratio=config.mlp_ratio, num_classes=config.num_classes, time_scale=1.0)
+
+    def describe(net: DiT) -> dict:
+        return dict(nfe=nfe(steps, solver, guidance), sequential_steps=steps * EVALS_PER_STEP[solver], space="latent",
+                    sample_shape=(config.in_channels, config.input_size, config.input_size),
+                    image_size=decoded_side("latent", config.input_size), num_classes=config.num_classes)
+
+    return build_sampler(name, FAMILY, make_net=make_net, describe=describe, checkpoint=checkpoint, device=device,
+                         dtype=dtype, layout=Layout(convert=lambda sd, what: drop_learned_sigma(sd, config, what)),
+                         sampler=lambda info, net: SiTSampler(info, net, config, device=torch.device(device),
+                                                              dtype=dtype))
