@@ -110,6 +110,9 @@ def fake_jax_family(monkeypatch):
 # (their README lists repositories, commits and licences); $NFEBENCH_REFERENCE_DIR overrides.
 REFERENCE_DIR = Path(os.environ.get("NFEBENCH_REFERENCE_DIR",
                                     Path(__file__).resolve().parents[2] / "shared" / "reference-code"))
+# Code that may not be redistributed (github:kyungmnlee/dmf publishes no licence) is fetched by each
+# developer into their own cache, outside every checkout: ~/.cache/nfebench/reference/<folder>.
+PRIVATE_REFERENCE_DIR = Path(os.environ.get("NFEBENCH_CACHE") or Path.home() / ".cache" / "nfebench") / "reference"
 
 
 def import_reference(folder: str, repo: str, *modules: str) -> list[types.ModuleType]:
@@ -119,10 +122,12 @@ def import_reference(folder: str, repo: str, *modules: str) -> list[types.Module
     imported with the folder first on sys.path and every module they brought in under those names is
     removed from sys.modules afterwards: two references never see each other's `models`.
     """
-    root = REFERENCE_DIR / folder
+    root = next((r / folder for r in (REFERENCE_DIR, PRIVATE_REFERENCE_DIR) if (r / folder).is_dir()),
+                REFERENCE_DIR / folder)
     if not root.is_dir():
-        pytest.skip(f"reference code of github:{repo} not found at {root} (extract it there, or set "
-                    f"NFEBENCH_REFERENCE_DIR to the folder holding it); it is never committed")
+        pytest.skip(f"reference code of github:{repo} not found at {root} or {PRIVATE_REFERENCE_DIR / folder} "
+                    f"(extract it there, or set NFEBENCH_REFERENCE_DIR to the folder holding it); it is never "
+                    f"committed")
     before = set(sys.modules)
     sys.path.insert(0, str(root))
     try:
