@@ -1,14 +1,14 @@
 import csv
-import json
 import io
+import json
 import random
 from pathlib import Path
 
 import pytest
 
+from adapters.api.errors import InputError
 from harness import leaderboard
 from harness.cli import main
-from adapters.api.errors import InputError
 from harness.results import FID, IS, MS_PER_IMAGE, atomic_write, rows_to_csv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,7 +184,7 @@ def test_pareto_points_and_plot(inputs, tmp_path):
     # The paper prints no NFE for the autoregressive teacher: its FID pairs with the measured nfe=2 row.
     assert points[("itarflow-b2", "measured-time")]["fid"] == 6.83
     assert points[("meanflow-b2", "measured")]["fid"] == 6.5
-    front = leaderboard._frontier(list(points.values()))
+    front = leaderboard.pareto_front(list(points.values()))
     assert [(p["model"], p["kind"]) for p in front] == [("biflow-b2", "paper")]  # fastest and best
     out = tmp_path / "pareto.png"
     assert leaderboard.plot_pareto(board, out) == 5
@@ -245,7 +245,7 @@ def test_pareto_front_matches_brute_force():
     dominated = [any(q["ms"] <= p["ms"] and q["fid"] <= p["fid"] and (q["ms"], q["fid"]) != (p["ms"], p["fid"])
                      for q in points) for p in points]
     expected = sorted({(p["ms"], p["fid"]) for p, d in zip(points, dominated) if not d})
-    assert [(p["ms"], p["fid"]) for p in leaderboard._frontier(points)] == expected
+    assert [(p["ms"], p["fid"]) for p in leaderboard.pareto_front(points)] == expected
 
 
 def test_numeric_setting_cells_key_alike_and_words_are_refused(tmp_path):
@@ -431,29 +431,6 @@ def test_committed_tables_are_what_the_committed_runs_regenerate(tmp_path):
         assert path.read_text() == committed.read_text(), f"{committed} differs from `nfebench leaderboard`"
 
 
-def test_readme_mini_table_quotes_the_committed_leaderboard():
-    # the README quotes each model at its reference setting: float32, default options
-    board = {r["model"]: r for r in board_rows(REPO / "results" / "leaderboard-mini.csv")
-             if r["dtype"] == "float32" and r["options"] == ""}
-    quoted = {}
-    for line in (REPO / "README.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        model = cells[0].split("`")[1] if cells[0].startswith("`") else None
-        if model in board and len(cells) == 8:
-            quoted[model] = cells[1:]
-    assert set(quoted) == set(board), "the README's mini table names other models than results/leaderboard-mini.csv"
-    for model, (steps, fid, half, random_fid, pr, ms1, ms64) in quoted.items():
-        r = board[model]
-        assert int(steps) == int(r["train_steps"]), model
-        for said, key in ((fid, "fid"), (half, "fid_half_steps"), (random_fid, "fid_random")):
-            # one decimal quoted from a two-decimal cell: within half a unit of each rounding
-            assert float(said) == pytest.approx(float(r[key]), abs=0.055), (model, key)
-        precision, recall = (float(x) for x in pr.split("/"))
-        assert (precision, recall) == (float(r["precision"]), float(r["recall"])), model
-        for said, key in ((ms1, "ms_per_image"), (ms64, "ms_per_image_batched")):
-            assert float(said) == pytest.approx(float(r[key]), rel=0.01), (model, key)
-
-
 def timing_row(run_id, created, value, ci=None, n=5, model="biflow-b2", bs=1, decode="off", metric=MS_PER_IMAGE,
                **extra):
     low, high = ci if ci else ("", "")
@@ -599,3 +576,35 @@ def test_ranks_do_not_resolve_what_the_intervals_cannot(tmp_path):
     assert (board["sit-b2"]["fid_ci_low"], board["sit-b2"]["fid_ci_high"]) == ("6.40", "7.20")
     md = (tmp_path / "o" / "leaderboard.md").read_text()
     assert "| 6.80 [6.40, 7.20] |" in md and "| 2.39 (no interval) |" in md
+
+
+def test_a_table_writes_every_column_to_csv_and_only_its_chosen_columns_to_markdown(tmp_path):
+    # A readable table names its Markdown columns; its CSV keeps every one (issue 21's short tables).
+    table = leaderboard.Table("short_demo", ("model", "nfe", "fid", "fid_ci_low", "fid_ci_high", "weights"),
+                              decimals={"fid": 2, "fid_ci_low": 2, "fid_ci_high": 2}, intervals={"fid": True},
+                              markdown_columns=("model", "fid"))
+    rows = [{"model": "a|b", "nfe": 1.0, "fid": 49.04, "fid_ci_low": 45.1, "fid_ci_high": 52.9, "weights": "w"},
+            {"model": "c", "nfe": "", "fid": 2.391, "fid_ci_low": None, "fid_ci_high": None, "weights": None}]
+    paths = table.write(rows, tmp_path)
+    assert {k: p.name for k, p in paths.items()} == {"short_demo_csv": "leaderboard-short-demo.csv",
+                                                      "short_demo_md": "leaderboard-short-demo.md"}
+    assert paths["short_demo_csv"].read_text() == ("model,nfe,fid,fid_ci_low,fid_ci_high,weights\n"
+                                                   "a|b,1,49.04,45.10,52.90,w\nc,,2.39,,,\n")
+    assert paths["short_demo_md"].read_text() == ("| model | fid |\n|---|---:|\n| a\\|b | 49.04 [45.10, 52.90] |\n"
+                                                  "| c | 2.39 (no interval) |\n")
+    # without chosen columns the Markdown shows every column but the interval bounds
+    assert leaderboard.Table("", table.columns, table.decimals, table.intervals).shown() == (
+        "model", "nfe", "fid", "weights")
+
+
+def test_a_difference_is_resolved_only_beyond_the_combined_interval():
+    # se = half-width / 1.96; resolved when the gap exceeds 1.96 sqrt(se_a^2 + se_b^2)
+    a = (10.0, 9.0, 11.0)  # se 1 / 1.96
+    limit = 1.96 * (2 * (1 / 1.96) ** 2) ** 0.5  # sqrt(2) = 1.414...
+    assert leaderboard.resolved_below(a, (10.0 + limit + 1e-9, 10.0 + limit - 1 + 1e-9, 10.0 + limit + 1 + 1e-9))
+    assert not leaderboard.resolved_below(a, (10.0 + limit - 1e-9, 10.0 + limit - 1 - 1e-9, 10.0 + limit + 1 - 1e-9))
+    assert not leaderboard.resolved_below((12.0, 11.0, 13.0), a)  # never resolved below a smaller value
+    # without intervals any difference is resolved, and equal values share the lower rank
+    assert leaderboard.resolved_below((6.17, None, None), (6.83, None, None))
+    assert leaderboard.resolved_ranks({"x": (2.0, None, None), "y": (2.0, None, None), "z": (3.0, None, None)}) == {
+        "x": 1, "y": 1, "z": 3}

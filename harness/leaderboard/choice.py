@@ -1,0 +1,127 @@
+"""Choice and ranks: one row per setting measured more than once, and ranks that never resolve
+a difference the 95% intervals cannot.
+
+Rules (each applied here and nowhere else):
+
+- Choice, never by date: the narrowest 95% interval relative to its value first (a schema-1
+  row without one counts ``value +- 2 x spread``, and a row with neither counts as infinitely
+  wide), then the most samples ``n``, then the greater ``run_id``. For quality the most
+  samples come first (a FID of more samples is a less biased one, not only a less noisy
+  one), then the interval (`choose`).
+- Resolution: with se = (ci_high - ci_low) / 3.92, a lies below b only when
+  b - a > 1.96 sqrt(se_a^2 + se_b^2) (`resolved_below`). An estimate without an interval
+  (paper rows, older runs) has se 0.
+- Ranks compare only FIDs of equal N, reference and Inception network (`comparison_group`);
+  a FID's rank is one more than the FIDs resolved below it, so unresolved ones share a rank,
+  and among FIDs without intervals ties share the lower rank (`resolved_ranks`, `add_ranks`).
+  The same resolution is what a frontier of quality against time needs: a point is
+  dominated only where `resolved_below` says so on an axis.
+- A timing the quality gate vouches for is its own reference or verified (`reference_like`);
+  only such a timing may stand beside a paper's FID.
+
+Example::
+
+    resolved_ranks({"a": (49.0, 45.1, 52.9), "b": (51.0, 47.2, 54.8), "c": (97.3, 90.0, 104.6)})
+    # {'a': 1, 'b': 1, 'c': 3}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+from harness.results import REFERENCE, VERIFIED
+from harness.timing.stats import interval_or_spread
+
+# value, ci_low, ci_high: the bounds None without an interval.
+Estimate = tuple[float, float | None, float | None]
+
+
+def relative_width(r: dict) -> float:
+    """Width of a row's 95% interval over its value (`interval_or_spread`: a schema-1 row's spread
+    stands in); infinite with neither or a zero value."""
+    found = interval_or_spread(r["value"], r["ci_low"], r["ci_high"], r["spread"])
+    if found is None or r["value"] == 0:
+        return math.inf
+    return (found[1] - found[0]) / abs(r["value"])
+
+
+def choose(rows: Iterable[dict], key_cols: tuple, by_n: bool) -> dict[tuple, dict]:
+    """One row per key: the narrowest relative interval, then the most samples, then the greater run
+    id; with `by_n` (quality) the most samples first. Never the file date.
+
+    Args:
+        rows: rows as `harness.leaderboard.rows.records` gives them.
+        key_cols: the columns whose values make the key (a setting, plus the metric).
+        by_n: samples before interval width (quality rows).
+
+    Returns:
+        key (the values of `key_cols`) -> the chosen row.
+    """
+    def precedence(r: dict) -> tuple:
+        n = float(r["n"]) if r["n"] else 0.0
+        width = relative_width(r)
+        return ((n, -width) if by_n else (-width, n)) + (r["run_id"],)
+
+    chosen: dict[tuple, dict] = {}
+    for r in rows:
+        k = tuple(r[c] for c in key_cols)
+        if k not in chosen or precedence(r) > precedence(chosen[k]):
+            chosen[k] = r
+    return chosen
+
+
+def _se(e: Estimate, z: float) -> float:
+    _, lo, hi = e
+    return 0.0 if lo is None or hi is None else (hi - lo) / (2 * z)
+
+
+def resolved_below(a: Estimate, b: Estimate, z: float = 1.96) -> bool:
+    """True when a's value lies below b's by more than the intervals leave open:
+    b - a > z sqrt(se_a^2 + se_b^2), se = (ci_high - ci_low) / (2 z).
+
+    >>> resolved_below((49.0, 45.1, 52.9), (97.3, 90.0, 104.6)), resolved_below((49.0, 45.1, 52.9), (51.0, 47.2, 54.8))
+    (True, False)
+    """
+    return a[0] < b[0] and b[0] - a[0] > z * math.sqrt(_se(a, z) ** 2 + _se(b, z) ** 2)
+
+
+def resolved_ranks(values: dict, z: float = 1.96) -> dict:
+    """key -> rank, from key -> (value, ci_low, ci_high) (bounds None without an interval): one more
+    than the number of values resolved below it (`resolved_below`).
+
+    >>> resolved_ranks({"a": (49.0, 45.1, 52.9), "b": (51.0, 47.2, 54.8), "c": (97.3, 90.0, 104.6)})
+    {'a': 1, 'b': 1, 'c': 3}
+    """
+    return {k: 1 + sum(1 for j, w in values.items() if j != k and resolved_below(w, v, z))
+            for k, v in values.items()}
+
+
+def comparison_group(e: dict) -> tuple:
+    """The FIDs an entry's FID compares with: equal N, reference (mode and file) and network."""
+    return (e["quality_n"] or 0, e["fid_reference"] or "", e.get("network") or "")
+
+
+def add_ranks(board: dict, key: tuple) -> None:
+    """Set `fid_rank` over the distinct `key`s with a FID, within each `comparison_group`, by `resolved_ranks`."""
+    groups: dict[tuple, dict] = {}
+    for e in board.values():
+        if e["fid"] is not None:
+            groups.setdefault(comparison_group(e), {})[tuple(e[c] for c in key)] = (e["fid"], e["fid_ci_low"],
+                                                                                    e["fid_ci_high"])
+    ranks = {(g, k): r for g, values in groups.items() for k, r in resolved_ranks(values).items()}
+    for e in board.values():
+        if e["fid"] is not None:
+            e["fid_rank"] = ranks[(comparison_group(e), tuple(e[c] for c in key))]
+
+
+def _eager(compiled: str) -> bool:
+    return str(compiled) in ("", "False", "false", "none", "0")
+
+
+def reference_like(e: dict) -> bool:
+    """A timing the quality gate vouches for: its own reference or verified; a row older than the gate
+    counts as its reference when it ran float32, eager, with default options."""
+    if e["quality"]:
+        return e["quality"] in (REFERENCE, VERIFIED)
+    return e["options"] == "" and e["dtype"] == "float32" and _eager(e["compiled"])
