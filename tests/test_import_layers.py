@@ -84,7 +84,7 @@ def test_the_orchestration_reaches_families_only_through_the_registry(folder):
 
 def test_the_layer_rules_catch_what_they_forbid(tmp_path):
     """The rules are not vacuous: imports of each forbidden kind are found."""
-    code = ("import harness.results\nfrom adapters.tarflow import model\nfrom adapters import load_sampler\n"
+    code = ("import harness.results\nfrom adapters.sit import model\nfrom adapters import load_sampler\n"
             "from importlib import import_module\nimport_module('adapters.imf.jax_port')\n")
     path = ROOT / "harness" / "_layer_probe.py"
     path.write_text(code)
@@ -92,5 +92,5 @@ def test_the_layer_rules_catch_what_they_forbid(tmp_path):
         names = [n for _, n in imports_of(path)]
     finally:
         path.unlink()
-    assert {"harness.results", "adapters.tarflow", "adapters.tarflow.model", "adapters", "adapters.imf.jax_port"} <= set(names)
-    assert not in_contract("adapters.tarflow") and in_contract("adapters.api.sampler")
+    assert {"harness.results", "adapters.sit", "adapters.sit.model", "adapters", "adapters.imf.jax_port"} <= set(names)
+    assert not in_contract("adapters.sit") and in_contract("adapters.api.sampler")
