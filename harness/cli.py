@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("harness.commands.leaderboard", "regenerate results/leaderboard.csv, leaderboard.md and pareto.png"),
     "regress": ("harness.commands.regress", "compare a run file with a baseline; exit 1 on a regression"),
     "track": ("harness.commands.track", "train (where missing), evaluate and time a track's small models: track mini"),
+    "docs": ("harness.commands.docs", "regenerate the README's and docs/'s tables from the committed results"),
 }
 
 
