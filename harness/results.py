@@ -81,6 +81,19 @@ COLUMNS = PROVENANCE_COLUMNS + SETTING_COLUMNS + MEASUREMENT_COLUMNS
 ADDED_IN = {2: ("ci_low", "ci_high", "stable", "quality")}
 NUMERIC_COLUMNS = ("value", "spread", "ci_low", "ci_high")  # empty cells read as NaN
 
+# What a row's value may be, per metric: (lowest, highest), None for no bound. Every row read is
+# held to it (`read_run`); a metric not named here (a third party's) must only be finite.
+VALUE_RANGES: dict[str, tuple[float | None, float | None]] = {
+    **{m: (0.0, None) for m in (MS_PER_BATCH, MS_PER_IMAGE, IMAGES_PER_S, IMAGES_PER_S_PER_CHIP, COMPILE_MS,
+                                PEAK_MEM_MB, MFU, FRAC_MATMUL_PEAK, CALIBRATION_MS, FID, SFID, FD_DINOV2, DENSITY,
+                                MAX_ABS_DEVIATION, MEAN_ABS_DEVIATION)},
+    SPEEDUP: (0.0, None),
+    IS: (1.0, None),  # exp of a mean KL divergence
+    **{m: (0.0, 1.0) for m in (PRECISION, RECALL, COVERAGE)},
+    KID: (None, None),  # unbiased: small negative values are valid
+}
+STATUSES = (OK, OOM, ERROR)
+
 # The `quality` column: how a fast setting's samples compare with the reference setting's
 # (`harness.quality`); REFERENCE marks the reference setting itself (float32, eager, exact decoding).
 VERIFIED, UNVERIFIED, FAILED, REFERENCE = "verified", "unverified", "failed", "reference"
@@ -176,7 +189,9 @@ class RunFile:
 
 
 def read_run(path: str | Path):
-    """A run file as a pandas DataFrame; a file that is not one fails with InputError."""
+    """A run file as a pandas DataFrame, every row checked (`check_rows`); a file that is not a
+    run file, or holds an impossible row, fails with one InputError naming the file, the line,
+    the field, what was found and what was expected."""
     import pandas as pd
 
     path = Path(path)
@@ -187,7 +202,13 @@ def read_run(path: str | Path):
     except Exception as exc:
         raise InputError(f"run file {path} is not a readable CSV: {exc}") from exc
     if "schema_version" in df.columns and not df.empty:
-        oldest = int(pd.to_numeric(df["schema_version"], errors="coerce").min())
+        versions = pd.to_numeric(df["schema_version"], errors="coerce")
+        bad = versions.isna() | ~versions.isin(range(1, SCHEMA_VERSION + 1))
+        if bad.any():
+            i = int(bad.to_numpy().nonzero()[0][0])
+            raise InputError(f"run file {path} line {i + 2}: schema_version is {df['schema_version'].iloc[i]!r}, "
+                             f"expected one of 1 to {SCHEMA_VERSION} (a newer nfebench may have written it)")
+        oldest = int(versions.min())
         for version, added in ADDED_IN.items():
             for c in added:
                 if oldest < version and c not in df.columns:
@@ -197,4 +218,46 @@ def read_run(path: str | Path):
         raise InputError(f"run file {path} lacks the result columns {', '.join(missing)}")
     if df.empty:
         raise InputError(f"run file {path} holds no rows")
+    check_rows(df, path)
     return df
+
+
+def _row_problem(r: Mapping[str, Any]) -> tuple[str, Any, str] | None:
+    """(field, found, expected) of the first thing wrong with one row, or None."""
+    for c in NUMERIC_COLUMNS:
+        if not isinstance(r[c], float):  # a cell pandas could not read as a number
+            return c, r[c], "a number or an empty cell"
+    if r["status"] not in STATUSES:
+        return "status", r["status"], f"one of {', '.join(STATUSES)}"
+    value, low, high = r["value"], r["ci_low"], r["ci_high"]
+    if r["status"] != OK:
+        return None  # an oom/error row records a failure: it has no value to check
+    if not math.isfinite(value):
+        return "value", value, f"a finite number (status {OK!r} rows carry a measurement)"
+    lowest, highest = VALUE_RANGES.get(r["metric"], (None, None))
+    if (lowest is not None and value < lowest) or (highest is not None and value > highest):
+        bounds = (f"at least {lowest}" if highest is None else f"at most {highest}" if lowest is None
+                  else f"between {lowest} and {highest}")
+        return "value", value, f"{bounds} for {r['metric']}"
+    for c, bound in (("spread", r["spread"]), ("ci_low", low), ("ci_high", high)):
+        if not math.isnan(bound) and not math.isfinite(bound):
+            return c, bound, "a finite number or an empty cell"
+    if not math.isnan(r["spread"]) and r["spread"] < 0:
+        return "spread", r["spread"], "a spread of at least 0"
+    if not math.isnan(low) and low > value:
+        return "ci_low", low, f"at most the value {value} (an interval holds its estimate)"
+    if not math.isnan(high) and high < value:
+        return "ci_high", high, f"at least the value {value} (an interval holds its estimate)"
+    return None
+
+
+def check_rows(df, path: str | Path) -> None:
+    """Hold every row of a run file to the schema: a known status; for ``ok`` rows a finite value
+    in its metric's range (`VALUE_RANGES`: no negative time or FID, precision in [0, 1]),
+    finite spread and bounds, and ``ci_low <= value <= ci_high`` where an interval is given."""
+    for i, r in enumerate(df[["metric", "status", *NUMERIC_COLUMNS, "model"]].to_dict("records")):
+        problem = _row_problem(r)
+        if problem is not None:
+            field, found, expected = problem
+            raise InputError(f"run file {path} line {i + 2} ({r['model']} {r['metric']}): {field} is {found!r}, "
+                             f"expected {expected}")

@@ -30,24 +30,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Mapping, Sequence
 
+from adapters.api.config import TUPLE_SEP, parse_literal  # noqa: F401  (re-exported)
 from adapters.api.errors import InputError
 
-TUPLE_SEP = "/"
-
-
-def parse_literal(raw: str) -> Any:
-    """``"2"`` -> 2, ``"1e-3"`` -> 0.001, ``"true"`` -> True, ``"none"`` -> None, else the string."""
-    low = raw.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            pass
-    return raw.strip()
 
 
 def parse_pairs(text: str, flag: str, *, tuples: bool = False) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from torch import nn
 
 from adapters.api import registry
 from adapters.api.errors import InputError
-from adapters.api.sampler import RANDOM_INIT, ModelInfo
+from adapters.api.sampler import RANDOM_INIT, DecoderInfo, ModelInfo
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,10 @@ def fake_decoder():
     return {}, decode, "fake-vae", 7
 
 
+# The spec's account of that stand-in: the SD-VAE's name and cost, fake_decoder's parameter count.
+FAKE_DECODER = DecoderInfo("sd-vae", 7, 622.2)
+
+
 @pytest.fixture
 def fake_jax_family(monkeypatch):
     """Registers ``fake-jax`` (pixel) and ``fake-jax-latent`` (a torch sampler and its JAX
@@ -88,7 +92,8 @@ def fake_jax_family(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     for name, config in (("fake-jax", FakeConfig()), ("fake-jax-latent", FakeConfig(space="latent"))):
         registry.register(name, family="fake-jax", config=config,
-                          build=lambda name, config, **kw: FakeTorchSampler(name, config), jax_port="fake_jax_port")
+                          build=lambda name, config, **kw: FakeTorchSampler(name, config), jax_port="fake_jax_port",
+                          decoder=FAKE_DECODER if config.space == "latent" else None)
     registry.register("fake-jax-unported", family="fake-jax", config=FakeConfig(),  # no jax_port
                       build=lambda name, config, **kw: FakeTorchSampler(name, config))
     real_parts = jax_sampler.JaxSampler._decoder_parts
@@ -113,6 +118,8 @@ REFERENCE_DIR = Path(os.environ.get("NFEBENCH_REFERENCE_DIR",
 # Code that may not be redistributed (github:kyungmnlee/dmf publishes no licence) is fetched by each
 # developer into their own cache, outside every checkout: ~/.cache/nfebench/reference/<folder>.
 PRIVATE_REFERENCE_DIR = Path(os.environ.get("NFEBENCH_CACHE") or Path.home() / ".cache" / "nfebench") / "reference"
+# .ci/run sets this: a parity test whose reference folder is present must run, never skip.
+REQUIRE_REFERENCE = os.environ.get("NFEBENCH_REQUIRE_REFERENCE") == "1"
 
 
 def import_reference(folder: str, repo: str, *modules: str) -> list[types.ModuleType]:
@@ -133,7 +140,10 @@ def import_reference(folder: str, repo: str, *modules: str) -> list[types.Module
     try:
         loaded = [importlib.import_module(m) for m in modules]
     except ImportError as exc:
-        pytest.skip(f"reference code of github:{repo} at {root} needs {exc.name}, which is not installed")
+        why = f"reference code of github:{repo} at {root} needs {exc.name}, which is not installed"
+        if REQUIRE_REFERENCE:
+            pytest.fail(f"{why}; its folder is present, so its parity test must run (NFEBENCH_REQUIRE_REFERENCE=1)")
+        pytest.skip(why)
     finally:
         sys.path.remove(str(root))
         for name in set(sys.modules) - before:

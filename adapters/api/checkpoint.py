@@ -28,7 +28,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,8 +114,26 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _load_failure(path: Path, exc: BaseException) -> str:
+    """Why torch could not read a file, in one line, without torch's advice to retry with
+    ``weights_only=False``: running a file's pickled code is exactly what nfebench never does."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head.startswith((b"PK", b"\x80")):  # neither torch.save's zip nor a pickle's protocol byte
+        return f"it is neither a zip-format torch.save file nor a pickle (it starts with {head!r})"
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:  # the weights-only unpickler met something that is not plain data
+        core = text.split(marker, 1)[1].strip().split("\n")[0].strip()
+        return f"it holds pickled objects other than tensors and plain data ({core})"
+    first = text.strip().split("\n")[0] if text.strip() else ""
+    return f"{type(exc).__name__}{': ' + first if first else ''}"
+
+
 def read_file(path: str | Path) -> Any:
-    """The object a checkpoint file holds, on the CPU, read without running pickled code."""
+    """The object a checkpoint file holds, on the CPU, read without running pickled code. A file
+    that is not a torch checkpoint or safetensors file (text, random bytes, a pickle of arbitrary
+    objects) is one InputError naming the file and what was found."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint {path} does not exist (pass a path to a saved state_dict)")
@@ -126,8 +143,10 @@ def read_file(path: str | Path) -> Any:
 
             return load_file(str(path))
         return _torch_load(path)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise InputError(f"checkpoint {path} could not be read as a state_dict: {exc}") from exc
+    except Exception as exc:  # torch raises KeyError, UnpicklingError, RuntimeError, ... for non-checkpoints
+        raise InputError(f"checkpoint {path} ({path.stat().st_size} bytes) could not be read as a torch.save file "
+                         f"of tensors or a .safetensors file: {_load_failure(path, exc)}. Pass the state_dict or training "
+                         f"checkpoint file the model was saved to") from None
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from adapters.api.checkpoint import CheckpointRef
+from adapters.api.config import check_overrides
 from adapters.api.errors import InputError
 from adapters.api.sampler import DecoderInfo, ModelInfo, Sampler
 from adapters.api.seeding import seeded_init
@@ -144,16 +146,10 @@ def list_models() -> list[str]:
 
 
 def resolve_config(model_id: str, **config_overrides: Any) -> Any:
-    """The id's default config with `config_overrides` applied; unknown keys are named."""
+    """The id's default config with `config_overrides` applied, each checked against its field's
+    declared type (`adapters.api.config.check_overrides`); unknown keys are named."""
     spec = get_spec(model_id)
-    fields = {f.name for f in dataclasses.fields(spec.config)}
-    unknown = sorted(set(config_overrides) - fields)
-    if unknown:
-        raise InputError(
-            f"{model_id}: unknown config option(s) {', '.join(unknown)}; "
-            f"valid options: {', '.join(sorted(fields))}"
-        )
-    return dataclasses.replace(spec.config, **config_overrides)
+    return dataclasses.replace(spec.config, **check_overrides(model_id, spec.config, config_overrides))
 
 
 BACKENDS = ("torch", "jax")
@@ -214,6 +210,27 @@ def _load_jax(model_id: str, checkpoint: str | None, *, dtype: Any, device: str,
     return port.load(torch_sampler, dtype=dtype, device=device)
 
 
+# In-place initialisers (torch.nn.init's and the tensor methods they call): on the meta device there
+# are no values to fill, yet each call runs torch's Python decompositions (and the first one imports
+# torch._dynamo), which made counting every registered model take seconds.
+_INITIALISERS = frozenset({"normal_", "uniform_", "trunc_normal_", "constant_", "zeros_", "ones_", "eye_",
+                           "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
+                           "orthogonal_", "sparse_", "fill_", "zero_", "erfinv_", "mul_", "add_", "clamp_", "copy_"})
+
+
+class _SkipMetaInit(TorchFunctionMode):
+    """Initialisers applied to meta tensors return at once; everything else runs as usual."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes its tensor by keyword
+        if getattr(func, "__name__", None) in _INITIALISERS and isinstance(target, torch.Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
+
+
 def model_info(model_id: str, **config_overrides: Any) -> ModelInfo:
-    """ModelInfo of an id with random weights, built on the meta device (no memory, no time)."""
-    return load_sampler(model_id, device="meta", **config_overrides).info
+    """ModelInfo of an id with random weights, built on the meta device without initialising
+    weights (no memory, next to no time; shapes, counts and FLOPs do not depend on values)."""
+    with _SkipMetaInit():
+        return load_sampler(model_id, device="meta", **config_overrides).info

@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from adapters.api.errors import InputError
@@ -90,6 +91,35 @@ class Sampler(Protocol):
     def decode(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
+def _as_tensor(x: Any, what: str, name: str) -> torch.Tensor:
+    """A torch tensor of `x` (a tensor, a numpy array, a jax array or a nested list); anything
+    else is an InputError naming what was passed."""
+    if isinstance(x, torch.Tensor):
+        return x
+    try:
+        return torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{name}: {what} must be a tensor, a numpy array or a list of numbers, got "
+                         f"{type(x).__name__} ({exc})") from None
+
+
+def as_generate_inputs(info: ModelInfo, noise: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`noise` and `labels` as torch tensors (from numpy arrays and lists too; labels of any integer
+    dtype), checked against `info` (`check_generate_inputs`) and for finite noise: NaN or Inf in the
+    noise is the input's fault and is said so, before a sampler could be blamed for it."""
+    noise = _as_tensor(noise, "noise", info.name)
+    labels = None if labels is None else _as_tensor(labels, "labels", info.name)
+    check_generate_inputs(info, noise, labels)
+    if noise.numel():
+        bad = ~torch.isfinite(noise.reshape(noise.shape[0], -1)).all(dim=1)
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten().tolist()
+            raise InputError(f"{info.name}: the noise passed in holds NaN or Inf in {len(rows)} of {noise.shape[0]} "
+                             f"samples (batch rows {rows[:8]}{'...' if len(rows) > 8 else ''}); give finite noise, "
+                             f"e.g. from adapters.api.seeding.sample_noise")
+    return noise, labels
+
+
 def check_generate_inputs(info: ModelInfo, noise: torch.Tensor,
                           labels: torch.Tensor | None) -> None:
     """Raise InputError unless noise and labels fit `info` (shared by every adapter)."""
@@ -107,7 +137,7 @@ def check_generate_inputs(info: ModelInfo, noise: torch.Tensor,
             f"{info.name}: labels must have shape ({noise.shape[0]},) to match the noise, "
             f"got {tuple(labels.shape)}"
         )
-    if labels.is_floating_point() or labels.dtype == torch.bool:
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise InputError(f"{info.name}: labels must be integers, got {labels.dtype}")
     if info.num_classes == 0:
         raise InputError(f"{info.name} is unconditional: pass labels=None")
@@ -116,6 +146,17 @@ def check_generate_inputs(info: ModelInfo, noise: torch.Tensor,
             f"{info.name}: labels must lie in [0, {info.num_classes}), "
             f"got values from {int(labels.min())} to {int(labels.max())}"
         )
+
+
+def check_decode_input(info: ModelInfo, x: Any) -> torch.Tensor:
+    """Model-space samples for `decode`, as a tensor of shape (N, *info.sample_shape); another
+    shape is an InputError (a decoder would otherwise pass it through or fail deep inside)."""
+    x = _as_tensor(x, "the samples to decode", info.name)
+    expected = tuple(info.sample_shape)
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected or not x.is_floating_point():
+        raise InputError(f"{info.name}: decode takes model-space samples of shape (N, {', '.join(map(str, expected))}) "
+                         f"as floats, got {tuple(x.shape)} {x.dtype}")
+    return x
 
 
 def weights_with_decoder(weights: str, decoder_weights: str | None) -> str:

@@ -42,6 +42,7 @@ from adapters.api.errors import InputError
 from harness.results import atomic_write_npz
 
 STATS_FORMAT = "nfebench-stats-2"  # 2: per-feature statistics (mu_<f>, network_<f>, <f>_features)
+STATS_FORMATS = ("nfebench-stats-1", STATS_FORMAT)  # what `load_stats` reads; 1: pool_3 and sFID only
 INCEPTION_FEATURES = ("pool", "spatial")  # described by the file's `network`
 # A negative distance within this fraction of tr(sigma1) + tr(sigma2) is rounding: the
 # square roots of eigenvalues that rounding leaves at ~1e-16 of the largest add up to that.
@@ -233,8 +234,25 @@ def is_stats_file(path: str | Path) -> bool:
     return {"mu.npy", "sigma.npy"} <= names
 
 
+def _array(data, name: str, path: Path, kinds: str, what: str, ndim: int | None = None) -> np.ndarray:
+    """Array `name` of a statistics file, held to its schema: a dtype of one of `kinds` (numpy's
+    dtype kinds: "f" floats, "iu" integers, "U" text) and `ndim` dimensions where given."""
+    try:
+        a = data[name]
+    except ValueError as exc:  # object arrays need pickle, which is never allowed here
+        raise InputError(f"statistics file {path}: array {name!r} could not be read without pickle ({exc}); "
+                         f"expected {what}. Rewrite the file with `nfebench ref-stats`") from None
+    if a.dtype.kind not in kinds or (ndim is not None and a.ndim != ndim):
+        raise InputError(f"statistics file {path}: array {name!r} is {a.dtype} of shape {a.shape}, expected {what}")
+    return a
+
+
 def load_stats(path: str | Path) -> ReferenceStats:
-    """Read an ADM reference batch, a clean-fid statistics file or an nfebench one.
+    """Read an ADM reference batch, a clean-fid statistics file or an nfebench one, every array
+    held to its schema: floating-point means (D,) and covariances (D, D), per-image features
+    (n, D), and for nfebench files a known ``format``, the count ``n``, the ``mode`` and the
+    networks. A file that breaks it is one InputError naming the file, the array, what was
+    found and what was expected.
 
     Example::
 
@@ -242,6 +260,7 @@ def load_stats(path: str | Path) -> ReferenceStats:
         mu, sigma = ref.gaussians["pool"]
     """
     from harness.metrics.features import FEATURES
+    from harness.metrics.preprocess import MODES
 
     path = Path(path)
     if not path.is_file():
@@ -258,17 +277,37 @@ def load_stats(path: str | Path) -> ReferenceStats:
     for feature in FEATURES:
         mu_name, sigma_name = stat_names(feature)
         if {mu_name, sigma_name} <= names:
-            mu, sigma = data[mu_name].astype(np.float64), data[sigma_name].astype(np.float64)
+            mu = _array(data, mu_name, path, "f", "a floating-point mean of shape (D,)", ndim=1).astype(np.float64)
+            sigma = _array(data, sigma_name, path, "f", "a floating-point covariance of shape (D, D)",
+                           ndim=2).astype(np.float64)
             _check_gaussian(mu, sigma, f"{path} ({feature})" if feature != "pool" else str(path))
             ref.gaussians[feature] = (mu, sigma)
     if kind == "nfebench":
-        ref.n = int(data["n"])
-        ref.mode = str(data["mode"])
+        fmt = str(_array(data, "format", path, "U", "the format name as text", ndim=0))
+        if fmt not in STATS_FORMATS:
+            raise InputError(f"statistics file {path}: format is {fmt!r}, expected one of {', '.join(STATS_FORMATS)} "
+                             f"(a newer nfebench may have written it)")
+        for key in ("n", "mode"):
+            if key not in names:
+                raise InputError(f"statistics file {path}: format {fmt} needs the array {key!r}, which it lacks")
+        ref.n = int(_array(data, "n", path, "iu", "the image count as an integer", ndim=0))
+        if ref.n < 1:
+            raise InputError(f"statistics file {path}: n is {ref.n}, expected at least 1 image")
+        ref.mode = str(_array(data, "mode", path, "U", "the preprocessing mode as text", ndim=0))
+        if ref.mode not in MODES:
+            raise InputError(f"statistics file {path}: mode is {ref.mode!r}, expected one of {', '.join(MODES)}")
         for feature in FEATURES:
             if network_name(feature) in names and (feature in ref.gaussians or f"{feature}_features" in names):
-                ref.networks[feature] = str(data[network_name(feature)])
+                ref.networks[feature] = str(_array(data, network_name(feature), path, "U",
+                                                   "the network's description as text", ndim=0))
             if f"{feature}_features" in names:
-                ref.features[feature] = data[f"{feature}_features"]
+                feats = _array(data, f"{feature}_features", path, "f", "per-image features (n, D) as floats", ndim=2)
+                dim = ref.gaussians[feature][0].shape[0] if feature in ref.gaussians else feats.shape[1]
+                if feats.shape[1] != dim or not np.isfinite(feats).all():
+                    found = f"shape {feats.shape}" + ("" if np.isfinite(feats).all() else " with NaN or Inf")
+                    raise InputError(f"statistics file {path}: {feature}_features has {found}, expected finite "
+                                     f"features of width {dim}, the width of its mean")
+                ref.features[feature] = feats
     return ref
 
 
