@@ -51,7 +51,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 from adapters.api.errors import InputError
-from harness.timing.stats import DEFAULT_CI_TARGET, MIN_CALLS, median_interval, ratio_interval
+from harness.timing.stats import (
+    DEFAULT_CI_TARGET,
+    MIN_CALLS,
+    median_interval,
+    ratio_interval,
+)
 
 # Before a timed call that follows another member's call, a member gets as many untimed calls
 # (at most MAX_REWARM) as cost at most REWARM_SHARE of the other members' calls in the round.

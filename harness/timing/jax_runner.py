@@ -1,4 +1,5 @@
-"""The sweep's JAX runner: the same points and rows as the PyTorch one, timed the JAX way.
+"""The sweep's JAX runner: `harness.timing.runner.Runner` with the steps of JAX, so the same
+points and rows as the PyTorch runner, timed the JAX way.
 
 - Each point is compiled ahead of time (``jit(...).lower(...).compile()``) before any
   call, and the compilation gets a row of its own (``metric=compile_ms``); warm-up and
@@ -18,114 +19,80 @@
   ``generate`` of the point's own batch, since the compiled call returns the samples alone.
 - The quality gate's reference is the JAX port in float32 (`harness.quality`), its FIDs'
   features are computed by torch on the CPU.
-- Everything else is the torch runner's: adaptive repeats with the median's interval, pairs
-  in alternating rounds with ``speedup`` rows, and ``frac_matmul_peak`` against the matmul
+- Everything else is `Runner`'s: adaptive repeats with the median's interval, pairs in
+  alternating rounds with ``speedup`` rows, and ``frac_matmul_peak`` against the matmul
   FLOP/s of one chip measured in jax.numpy (the calibration's, in the run's dtype).
+
+Example::
+
+    runner = JaxRunner(with_preset("tpu", models=("biflow-b2",)), RunFile(out), False, settings)
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from importlib import import_module
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from adapters import get_spec
 from adapters.api.devices import jax_device_name, jax_devices, require_jax
-from harness.results import COMPILE_MS, RunFile
 from adapters.api.sampler import ModelInfo
-from adapters.api.seeding import sample_labels, sample_noise
-from harness.timing.clocks import WallClock, measure
+from harness.results import COMPILE_MS, RunFile
+from harness.timing.clocks import WallClock
+from harness.timing.config import SweepConfig
 from harness.timing.peaks import peak_flops
-from harness.timing.sweep import (CALIBRATION_MAX_TIME, CALIBRATION_REPEATS, DECODER, START, Built, Point, Setting,
-                                  SweepConfig, _Runner)
+from harness.timing.plan import DECODER, Point, Setting
+from harness.timing.rows import Prepared
+from harness.timing.runner import Built, Runner
 
 
-class JaxRunner(_Runner):
+class JaxRunner(Runner):
+    """The sweep's points timed in JAX on every local device of the platform."""
+
     backend = "jax"
-    timer_name = "time.perf_counter+block_until_ready"
+    timer_name = clock_name = "time.perf_counter+block_until_ready"
+    always_compiled = True  # XLA compiles every setting, its reference too: only dtype and options can differ
+    splits_batch = True
+    workload_note = " (jax)"
 
     def __init__(self, config: SweepConfig, run: RunFile, progress: bool, settings: dict[tuple[str, int], Setting]):
-        # Not the torch runner's __init__: there is no torch device to resolve here.
         jax = require_jax()
-        self.config = config
-        self.run = run
         self.devices = jax_devices(config.device)
-        self.platform = self.devices[0].platform
-        self.device_name = jax_device_name(self.devices[0])
-        self.clock = WallClock(sync=jax.block_until_ready)
-        self.peak = peak_flops(self.device_name, config.dtype)  # per chip
-        self._init_common(progress, settings, "cpu")
+        name = jax_device_name(self.devices[0])
+        super().__init__(config, run, progress, settings, platform=self.devices[0].platform, device_name=name,
+                         clock=WallClock(sync=jax.block_until_ready), peak=peak_flops(name, config.dtype),
+                         feature_device="cpu")
 
-    def _settings(self, info: ModelInfo | None, point: Point, weights: str, **over: Any) -> dict[str, Any]:
-        return super()._settings(info, replace(point, compiled=True), weights, **over)  # XLA always compiles
+    def _placement(self, dtype: str) -> dict[str, Any]:
+        return {"backend": "jax", "device": self.config.device, "dtype": dtype}
 
-    def _memory(self, built):
-        return None  # XLA's memory analysis of the compiled call (Prepared.peak_mb), no allocator hooks
-
-    def _free(self) -> None:
-        import gc
-
-        gc.collect()
-
-    def _matmul_workload(self, dtype: str):
-        """The torch runner's calibration workload (a matmul loop) in jax.numpy, compiled: the
-        call, its description and its FLOPs."""
+    def _matmul_loop(self, n: int, reps: int, dtype: str) -> Callable[[], Any]:
+        """The calibration's matmul loop in jax.numpy on the first device, compiled before it is timed."""
         import jax
         import jax.numpy as jnp
 
-        n, reps = (512, 40) if self.platform == "cpu" else (8192, 100)
         rng = np.random.default_rng(0)
         a, b = (jax.device_put(jnp.asarray(rng.standard_normal((n, n), dtype=np.float32), dtype=dtype),
-                               self.devices[0]) for _ in range(2))
+                               self.devices[0]) for _ in range(2))  # (n, n) each
 
         @jax.jit
         def work(a, b):
             return jax.lax.fori_loop(0, reps, lambda _, c: jnp.matmul(b, c) * (1.0 / n**0.5), a)
 
         compiled = work.lower(a, b).compile()
-        return (lambda: compiled(a, b)), f"{dtype} matmul {n}x{n} x{reps} (jax)", 2.0 * n**3 * reps
+        return lambda: compiled(a, b)
 
-    def calibrate(self, when: str = START) -> None:
-        """The torch runner's calibration in jax.numpy (float32); at the start, then the matmul peak in the run's dtype."""
-        work, description, flops = self._matmul_workload("float32")
-        timing = measure(work, self.clock, warmup=1, repeats=CALIBRATION_REPEATS, max_time=CALIBRATION_MAX_TIME,
-                         ci_target=self.config.ci_target)
-        self._calibration_rows(timing, description, flops, compiled=True, when=when)
-        if when != START:
-            return
-        if self.config.dtype != "float32":
-            work, description, flops = self._matmul_workload(self.config.dtype)
-            timing = measure(work, self.clock, warmup=1, repeats=CALIBRATION_REPEATS,
-                             max_time=CALIBRATION_MAX_TIME, ci_target=self.config.ci_target)
-        self._set_matmul_peak(timing, description, flops)
-
-    def _load(self, model: str, dtype: str):
-        from adapters import load_sampler
-
-        c = self.config
-        return load_sampler(model, checkpoint=c.checkpoints.get(model), backend="jax", device=c.device, dtype=dtype,
-                            **dict(c.overrides.get(model, {})))
+    def _is_oom(self, exc: Exception) -> bool:
+        return "RESOURCE_EXHAUSTED" in str(exc) or "out of memory" in str(exc).lower()
 
     def _build(self, model: str, compiled: bool, decoding: bool) -> Built:
         sampler = self._load(model, self.config.dtype)
         return Built(sampler, sampler.decoder_weights if decoding else None, "xla")
 
-    def _reference_sampler(self, model: str):
-        """The JAX port in float32 (the group's own build when the run is float32)."""
-        built = self.built.get(model)
-        return built.sampler if built is not None and self.config.dtype == "float32" else self._load(model, "float32")
-
-    def _eager(self, compiled: bool) -> bool:
-        return True  # XLA compiles every setting, its reference too: only dtype and options can differ
-
     def _stats(self, sampler, point: Point, noise, labels) -> dict[str, Any]:
         """The decoding passes of the point's own batch, from one untimed `generate`, for a port
         that reports them (``make_generate_with_stats``); {} otherwise."""
-        from adapters import get_spec
-
-        if point.part == DECODER or not hasattr(import_module(get_spec(point.model).jax_port),
-                                                "make_generate_with_stats"):
+        if point.part == DECODER or not hasattr(get_spec(point.model).resolve("jax_port"), "make_generate_with_stats"):
             return {}
         options = dict(self.settings[(point.model, point.variant)].options)
         sampler.generate(noise, labels, guidance=self.config.guidance, **options)
@@ -136,16 +103,15 @@ class JaxRunner(_Runner):
         real inputs: noise and labels from the sweep's seed (for the decoder alone, latents the
         generator made beforehand)."""
         c, bs, sampler = self.config, point.batch_size, built.sampler
-        settings = self._point_settings(built, info, point, sampler.decoder_params)
-        config: dict[str, Any] = {**self._point_config(point, built.compiled_what), "timer": self.timer_name}
-        config.pop("threads")  # the torch runner's intra-op threads say nothing of XLA's
+        settings = self._point_settings(built, info, point)
+        config = self._point_config(point, built.compiled_what)
         options = dict(self.settings[(point.model, point.variant)].options)
         call, _ = sampler.compile(point.part, bs, guidance=c.guidance, **options)
         self.run.add(**settings, metric=COMPILE_MS, value=call.compile_s * 1e3, n=1,
                      config={**config, "chips": call.num_devices})
-        noise = sample_noise(c.seed, range(bs), info.sample_shape).numpy()
-        labels = sample_labels(c.seed, range(bs), info.num_classes)
-        labels = None if labels is None else labels.numpy()
+        noise, labels = self._inputs(info, bs)
+        noise = noise.numpy()  # (N, *sample_shape)
+        labels = None if labels is None else labels.numpy()  # (N,)
         if point.part == DECODER:
             latents = np.asarray(sampler.generate(noise, labels, guidance=c.guidance, **options), dtype=np.float32)
             args = sampler.arguments(DECODER, bs, latents, None)
@@ -155,7 +121,3 @@ class JaxRunner(_Runner):
         config["memory"] = "xla memory_analysis, per device"
         return self._prepared(point, info, lambda: call.call(args), settings, config, chips=call.num_devices,
                               peak_mb=mem_mb, stats=self._stats(sampler, point, noise, labels))
-
-    @staticmethod
-    def _is_oom(exc: Exception) -> bool:
-        return "RESOURCE_EXHAUSTED" in str(exc) or "out of memory" in str(exc).lower()

@@ -5,6 +5,8 @@ FLOPs count a multiply-add as 2, as `ModelInfo.gflops` does. Peaks are the vendo
 data-sheet figures without structured sparsity (NVIDIA prints the sparse figure, twice
 the dense one, with an asterisk). CPUs have no entry: their peak depends on the core
 count, clock and vector units in use, so MFU is left out there rather than guessed.
+A decoder's cost comes from its family's spec (`adapters.api.sampler.DecoderInfo`,
+``get_spec(id).decoder``), never from a family module.
 
 Example::
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from adapters.api.sampler import ModelInfo
+from adapters.api.sampler import DecoderInfo, ModelInfo
 
 T = 1e12
 
@@ -70,20 +72,26 @@ def peak_flops(device_name: str, dtype: str, *, tf32: bool = False) -> float | N
     return PEAK_FLOPS[key].get(dtype)
 
 
-def decoder_flops(image_size: int) -> float:
-    """SD-VAE decoder FLOPs per image: the 256x256 figure scaled by area (it is all convolutions
-    and one attention layer over (size/8)^2 positions, so near-linear in area)."""
-    from adapters.vae import DECODER_GFLOPS_256
+def flops_per_image(info: ModelInfo, decoder: DecoderInfo | None = None, *, generator: bool = True,
+                    decode: bool = False) -> float:
+    """FLOPs one image costs: `info.gflops` (one network evaluation) x `info.nfe`, plus one
+    decode by `decoder` (its `DecoderInfo.gflops` at `info.image_size`) when `decode` is on.
 
-    return DECODER_GFLOPS_256 * 1e9 * (image_size / 256) ** 2
+    Args:
+        info: the generator.
+        decoder: the decoder the model decodes with (the family spec's ``decoder``); None: none
+            (pixel space), a decode then costs nothing.
+        generator: count the generator (False: the decoder alone).
+        decode: count one decode.
 
+    Example::
 
-def flops_per_image(info: ModelInfo, *, generator: bool = True, decode: bool = False) -> float:
-    """FLOPs one image costs: `info.gflops` (one network evaluation) x `info.nfe`, plus
-    the SD-VAE decoder when `decode` is on and the model works in latent space."""
+        sd_vae = DecoderInfo("sd-vae", 49_490_199, 622.2)
+        flops_per_image(info, sd_vae, generator=False, decode=True)  # 622.2e9 for a 256 px model
+    """
     total = info.gflops * 1e9 * info.nfe if generator else 0.0
-    if decode and info.space == "latent":
-        total += decoder_flops(info.image_size)
+    if decode and decoder is not None:
+        total += decoder.gflops(info.image_size) * 1e9
     return total
 
 

@@ -36,9 +36,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.results import (CALIBRATION_MS, COMPILE_MS, FRAC_MATMUL_PEAK, IMAGES_PER_S, IMAGES_PER_S_PER_CHIP, MFU,
-                             MS_PER_BATCH, MS_PER_IMAGE, OK, PEAK_MEM_MB, SPEEDUP)
 from adapters.api.sampler import ModelInfo
+from harness.results import (
+    CALIBRATION_MS,
+    COMPILE_MS,
+    FRAC_MATMUL_PEAK,
+    IMAGES_PER_S,
+    IMAGES_PER_S_PER_CHIP,
+    MFU,
+    MS_PER_BATCH,
+    MS_PER_IMAGE,
+    OK,
+    PEAK_MEM_MB,
+    SPEEDUP,
+)
 from harness.settings import label
 from harness.timing.peaks import flops_per_image
 

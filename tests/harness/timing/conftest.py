@@ -2,7 +2,8 @@
 
 `FakeSampler` is a plain object meeting the `Sampler` protocol (not a TorchSampler), so
 the sweep is tested against the contract alone. Its "decoder" is a cheap upsampling that
-stands in for the SD-VAE; ids ``fake-*`` are registered for one test and removed after.
+stands in for the SD-VAE (the latent fakes' spec names the SD-VAE's `DecoderInfo`, as a real
+latent family's does); ids ``fake-*`` are registered for one test and removed after.
 With the `fake_clock` fixture the sweep's clock is a fake one that only the fake models
 move (``FakeConfig.ms_per_image``, ``decode_ms_per_image``, ``noise``), so timings are known.
 """
@@ -17,6 +18,7 @@ from torch import nn
 
 from adapters.api import registry
 from adapters.api.sampler import RANDOM_INIT, ModelInfo, check_generate_inputs
+from adapters.vae import SD_VAE_DECODER
 
 
 @dataclass(frozen=True)
@@ -99,17 +101,23 @@ def fake_models(monkeypatch):
                "fake-oom": FakeConfig(oom_from=2), "fake-fail": FakeConfig(fail_from=2),
                "fake-interrupt": FakeConfig(interrupt_from=2), "fake-huge": FakeConfig(build_oom=True)}
     for name, config in configs.items():
-        registry.register(name, family="fake", config=config, build=build_fake)
+        register(name, config)
     return configs
+
+
+def register(name: str, config: FakeConfig, **hooks) -> None:
+    """Register a fake id; a latent one decodes with the SD-VAE unless `hooks` name another decoder."""
+    hooks.setdefault("decoder", SD_VAE_DECODER if config.space == "latent" else None)
+    registry.register(name, family="fake", config=config, build=build_fake, **hooks)
 
 
 @pytest.fixture
 def fake_clock(monkeypatch):
     """The sweep's clock is `CLOCK`, moved only by the fake models' configured costs."""
-    from harness.timing import sweep
+    from harness.timing import torch_runner
     from harness.timing.clocks import WallClock
 
-    monkeypatch.setattr(sweep, "clock_for", lambda device: WallClock(CLOCK))
+    monkeypatch.setattr(torch_runner, "clock_for", lambda device: WallClock(CLOCK))
     return CLOCK
 
 
@@ -117,24 +125,23 @@ def fake_clock(monkeypatch):
 def fake_pair(fake_models, monkeypatch):
     """fake-fast (2 ms per image) and its teacher fake-slow (60 ms per image), a pair in
     `harness.pairs`, and fake-solo (5 ms per image) with no teacher; each decoded image costs 3 ms."""
-    from adapters.api import registry
     from harness import pairs
 
     configs = {"fake-fast": FakeConfig(ms_per_image=2.0, decode_ms_per_image=3.0),
                "fake-slow": FakeConfig(ms_per_image=60.0, decode_ms_per_image=3.0),
                "fake-solo": FakeConfig(ms_per_image=5.0, decode_ms_per_image=3.0)}
     for name, config in configs.items():
-        registry.register(name, family="fake", config=config, build=build_fake)
+        register(name, config)
     monkeypatch.setattr(pairs, "PAIRS", (("fake-fast", "fake-slow"),))
     return configs
 
 
 @pytest.fixture
 def register_fake(fake_models):
-    """register_fake("fake-x", ms_per_image=5.0, noise=0.1): one more fake model for this test."""
-    from adapters.api import registry
+    """register_fake("fake-x", ms_per_image=5.0, noise=0.1): one more fake model for this test
+    (``decoder=DecoderInfo(...)``: a latent one that decodes with another decoder than the SD-VAE)."""
 
-    def register(name: str, **config) -> None:
-        registry.register(name, family="fake", config=FakeConfig(**config), build=build_fake)
+    def register_one(name: str, decoder=None, **config) -> None:
+        register(name, FakeConfig(**config), **({} if decoder is None else {"decoder": decoder}))
 
-    return register
+    return register_one

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from adapters.api.errors import InputError
-from harness.timing.adaptive import (BUDGET, FAILED, LONG_CALL, MET, REPEATS, Budget, time_rounds)
+from harness.timing.adaptive import (
+    BUDGET,
+    FAILED,
+    LONG_CALL,
+    MET,
+    REPEATS,
+    Budget,
+    time_rounds,
+)
 from harness.timing.clocks import WallClock
 
 

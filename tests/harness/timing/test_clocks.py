@@ -4,7 +4,14 @@
 import pyperf
 import pytest
 
-from harness.timing.clocks import CudaEventClock, Timing, WallClock, clock_for, measure, median_mad
+from harness.timing.clocks import (
+    CudaEventClock,
+    Timing,
+    WallClock,
+    clock_for,
+    measure,
+    median_mad,
+)
 
 
 class FakeClock:

@@ -7,10 +7,18 @@ import sys
 
 import pytest
 
-from harness import results
 from adapters.api.errors import InputError
+from harness import results
 from harness.results import read_run
-from harness.timing.sweep import DECODER_ID, PRESETS, TPU_MODELS, SweepConfig, run_sweep, validate, with_preset
+from harness.timing.sweep import (
+    DECODER_ID,
+    PRESETS,
+    TPU_MODELS,
+    SweepConfig,
+    run_sweep,
+    validate,
+    with_preset,
+)
 
 
 @pytest.fixture

@@ -6,8 +6,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import adapters.base
 from adapters import list_models, load_sampler, model_info
+from adapters.api.sampler import DecoderInfo
 from adapters.api.seeding import sample_labels
-from harness.timing.peaks import PEAK_FLOPS, decoder_flops, device_key, flops_per_image, mfu, peak_flops
+from adapters.vae import SD_VAE_CONFIG, SD_VAE_DECODER
+from harness.timing.peaks import (
+    PEAK_FLOPS,
+    device_key,
+    flops_per_image,
+    mfu,
+    peak_flops,
+)
 
 
 @pytest.mark.parametrize("name, key", [
@@ -52,10 +60,16 @@ def test_mfu_of_a_known_flop_count():
 
 def test_flops_per_image_counts_nfe_and_the_decoder():
     info = model_info("rf-mini", steps=4, input_size=32, in_channels=4, space="latent")  # 4 Euler steps: nfe counts each (x2 with guidance)
-    assert flops_per_image(info) == pytest.approx(info.gflops * 1e9 * info.nfe)
-    assert flops_per_image(info, decode=True) == pytest.approx(info.gflops * 1e9 * info.nfe + decoder_flops(256))
-    assert flops_per_image(info, generator=False, decode=True) == decoder_flops(256)
-    assert decoder_flops(512) == 4 * decoder_flops(256)
+    assert info.image_size == 256
+    generator, sd_vae = info.gflops * 1e9 * info.nfe, 622.2e9
+    assert flops_per_image(info) == pytest.approx(generator)
+    assert flops_per_image(info, SD_VAE_DECODER) == pytest.approx(generator)  # no decode asked for
+    assert flops_per_image(info, SD_VAE_DECODER, decode=True) == pytest.approx(generator + sd_vae)
+    assert flops_per_image(info, None, decode=True) == pytest.approx(generator)  # no decoder: pixel space
+    assert flops_per_image(info, SD_VAE_DECODER, generator=False, decode=True) == pytest.approx(sd_vae)
+    other = DecoderInfo("other-vae", 1, 100.0)  # another decoder: its own cost, scaled by area
+    assert flops_per_image(info, other, generator=False, decode=True) == pytest.approx(100e9)
+    assert SD_VAE_DECODER.gflops(512) == pytest.approx(4 * SD_VAE_DECODER.gflops(256))
 
 
 # Autoregressive models (TARFlow: blocks x (T-1) single-token steps, and a denoising step
@@ -86,13 +100,15 @@ def test_every_family_but_the_autoregressive_one_is_counted():
     assert {"biflow", "rectified-flow", "meanflow"} <= counted
 
 
-def test_decoder_flops_match_flop_counter():
+def test_the_sd_vae_decoder_info_matches_the_network():
+    """The SD-VAE's `DecoderInfo` (what the timing rows count) against the network it describes:
+    FLOPs of one 256 px decode by FlopCounterMode, parameters of decoder + post_quant_conv."""
     from diffusers import AutoencoderKL
-
-    from adapters.vae import SD_VAE_CONFIG
 
     with torch.device("meta"):
         vae = AutoencoderKL(**SD_VAE_CONFIG)
     with FlopCounterMode(display=False) as counter:
         vae.decode(torch.empty(1, 4, 32, 32, device="meta"))
-    assert decoder_flops(256) == pytest.approx(counter.get_total_flops(), rel=0.03)
+    assert SD_VAE_DECODER.gflops(256) * 1e9 == pytest.approx(counter.get_total_flops(), rel=0.03)
+    params = sum(p.numel() for m in (vae.decoder, vae.post_quant_conv) for p in m.parameters())
+    assert (SD_VAE_DECODER.name, SD_VAE_DECODER.params) == ("sd-vae", params)

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from harness.timing.stats import (MIN_CALLS, _coverage, interval_or_spread, median_interval, ratio_interval,
-                                  summarise)
+from harness.timing.stats import (
+    MIN_CALLS,
+    _coverage,
+    interval_or_spread,
+    median_interval,
+    ratio_interval,
+    summarise,
+)
 
 # "About 95%": over TRIALS samples the coverage lies in this window (binomial sd at 95% and
 # 4000 trials is 0.34%, so the window is far wider than chance and still fails a 90% or a 99% method).

@@ -4,10 +4,18 @@ and the compute and latency floors."""
 import pytest
 from rich.console import Console
 
-from harness import results
 from adapters.api.sampler import ModelInfo
-from harness.timing.summary import (PAPER_SPEEDUP, floors, floors_caption, floors_table, speedup_rows, speedup_table,
-                                    timing_table, warning)
+from harness import results
+from harness.timing.summary import (
+    PAPER_SPEEDUP,
+    floors,
+    floors_caption,
+    floors_table,
+    speedup_rows,
+    speedup_table,
+    timing_table,
+    warning,
+)
 
 PEAK = 200e9  # FLOP/s of the fake run's matmul
 

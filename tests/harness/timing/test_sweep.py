@@ -9,11 +9,20 @@ import pyperf
 import pytest
 import torch
 
-from harness import results
 from adapters.api.errors import InputError
+from harness import results
 from harness.results import read_run
-from harness.timing.sweep import (DECODER_ID, PRESETS, Point, SweepConfig, compile_sampler, plan, run_sweep,
-                                  validate, with_preset)
+from harness.timing.sweep import (
+    DECODER_ID,
+    PRESETS,
+    Point,
+    SweepConfig,
+    compile_sampler,
+    plan,
+    run_sweep,
+    validate,
+    with_preset,
+)
 
 FAST = dict(device="cpu", warmup=1, repeats=3, calibrate=False)
 
@@ -172,6 +181,39 @@ def test_plan_times_the_decoder_once_per_batch_size_and_compile_mode(fake_models
     assert len(points) == 2 * 3 * 2 + 4
     off = plan(SweepConfig(models=models, batch_sizes=(1,), decode="off"), infos)
     assert {p.part for p in off} == {"off"}
+
+
+def test_each_decoder_gets_its_own_decoder_alone_rows(tmp_path, register_fake, monkeypatch):
+    """A latent family that decodes with another decoder than the SD-VAE: its decoder-alone points
+    are planned apart from the SD-VAE's, and its rows carry the name, parameters and FLOPs its
+    spec's `DecoderInfo` gives; its end-to-end FLOPs count that decoder too."""
+    from adapters import model_info
+    from adapters.api.sampler import DecoderInfo
+    from harness.timing import torch_runner
+
+    other = DecoderInfo("fake-vavae", 123, 1000.0)
+    register_fake("fake-c", decoder=other)
+    models = ("fake-a", "fake-pixel", "fake-b", "fake-c")
+    points = plan(SweepConfig(models=models, batch_sizes=(1,), decode="on"), {m: model_info(m) for m in models})
+    assert [p for p in points if p.part == "only"] == [Point("fake-a", False, 1, "only"),
+                                                        Point("fake-c", False, 1, "only")]
+    monkeypatch.setattr(torch_runner, "peak_flops", lambda name, dtype, tf32=False: 1e12)  # MFU rows name their FLOPs
+    res, out, js = run(tmp_path, models=("fake-a", "fake-c"), batch_sizes=(2,), decode="on")
+    assert res.errors == []
+    df = read_run(out)
+    mfu = rows_of(df, results.MFU).set_index(["model", "decode"])
+    flops = {k: json.loads(c)["flops_per_batch"] for k, c in mfu.config.items()}
+    generator = 2 * 16 * 64  # the fake's FLOPs per image
+    area = (64 / 256) ** 2  # the fakes decode to 64 px
+    assert flops[(DECODER_ID, "only")] == pytest.approx(2 * 622.2e9 * area)
+    assert flops[("fake-vavae", "only")] == pytest.approx(2 * 1000e9 * area)
+    assert flops[("fake-c", "on")] == pytest.approx(2 * (generator + 1000e9 * area))
+    decoder_rows = rows_of(df, results.MS_PER_BATCH, decode="only").set_index("model")
+    assert decoder_rows.loc["fake-vavae", "family"] == "fake-vavae"
+    assert decoder_rows.params.astype(int).to_dict() == {DECODER_ID: 49_490_199, "fake-vavae": 123}
+    assert {json.loads(c)["decoder_of"] for c in decoder_rows.config} == {"fake-a", "fake-c"}
+    names = set(pyperf.BenchmarkSuite.load(str(js)).get_benchmark_names())
+    assert {f"{DECODER_ID}/bs2/decode-only/float32/eager", "fake-vavae/bs2/decode-only/float32/eager"} <= names
 
 
 def test_compile_wraps_the_network(tmp_path, fake_models):
