@@ -74,13 +74,22 @@ class Reference:
     features: dict[str, np.ndarray]
 
 
-def _networks_differ(source: ReferenceStats, extractors: dict[str, FeatureExtractor], used: frozenset[str]) -> None:
-    for f in sorted(used):
-        recorded, ext = source.networks.get(f), extractors.get(extractor_of(f))
-        if recorded and ext is not None and recorded != ext.network:
-            warnings.warn(f"{source.path}: its {f} features were computed with {recorded}, the samples' with "
-                          f"{ext.network}; numbers between different networks do not compare", MetricWarning,
-                          stacklevel=3)
+def check_networks(source: ReferenceStats, networks: dict[str, str], features, other: str) -> None:
+    """Refuse statistics whose `features` were computed with another network than `networks`
+    (feature -> the network description `other`, the other side, used): a distance between features
+    of two networks is no FID at all, so it is an InputError, never a warning beside a number."""
+    for f in sorted(features):
+        recorded, ours = source.networks.get(f), networks.get(f)
+        if recorded and ours and recorded != ours:
+            raise InputError(f"{source.path}: its {f} features were computed with {recorded}, {other} with "
+                             f"{ours}; numbers of different networks do not compare. Recompute the "
+                             f"statistics with `nfebench ref-stats` on the same weights, or pass the weights they "
+                             f"were made with")
+
+
+def _extractor_networks(extractors: dict[str, FeatureExtractor], features) -> dict[str, str]:
+    """feature -> the network description an extractor records in statistics files for it."""
+    return {f: extractors[extractor_of(f)].network for f in features if extractor_of(f) in extractors}
 
 
 def prepare_reference(source, extractors: dict[str, FeatureExtractor], plan: Plan, mode: str,
@@ -89,7 +98,7 @@ def prepare_reference(source, extractors: dict[str, FeatureExtractor], plan: Pla
     images (an ADM batch's arr_0) can give is computed from them: pool_3 features for
     precision/recall or KID, DINOv2 statistics for FD-DINOv2."""
     name = str(getattr(source, "path", source))
-    check_reference(source, plan, mode)
+    check_reference(source, plan, mode, extractors)
     if isinstance(source, ReferenceStats):
         gaussians = {f: source.gaussians[f] for f in plan.stats if f in source.gaussians}
         features = {f: source.features[f] for f in plan.reference_keep if f in source.features}
@@ -97,7 +106,6 @@ def prepare_reference(source, extractors: dict[str, FeatureExtractor], plan: Pla
         if source.kind == "adm" and mode != ADM and any(extractor_of(f) == "inception" for f in from_file):
             warnings.warn(f"{source.path} is an ADM reference batch (TF bilinear resize); comparing it with "
                           f"{mode!r} features mixes preprocessing modes", MetricWarning, stacklevel=2)
-        _networks_differ(source, extractors, from_file)
         missing_stats, missing_keep = plan.stats - frozenset(gaussians), plan.reference_keep - frozenset(features)
         if missing_stats or missing_keep:
             col = collect(NpzImages(Path(source.path)), extractors, missing_stats, missing_keep, batch_size,
@@ -111,11 +119,15 @@ def prepare_reference(source, extractors: dict[str, FeatureExtractor], plan: Pla
                      {f: col.features(f) for f in col.kept})
 
 
-def check_reference(source, plan: Plan, mode: str) -> None:
+def check_reference(source, plan: Plan, mode: str, extractors: dict[str, FeatureExtractor] | None = None) -> None:
     """The checks `prepare_reference` makes before any work: cheap, so a bad reference is
-    refused before hours of sampling, not after."""
+    refused before hours of sampling, not after (with `extractors`, also a reference whose
+    statistics come from another network, `check_networks`)."""
     if not isinstance(source, ReferenceStats):
         return
+    if extractors:
+        used = (plan.stats & frozenset(source.gaussians)) | (plan.reference_keep & frozenset(source.features))
+        check_networks(source, _extractor_networks(extractors, used), used, "the samples' (the network loaded here)")
     if source.mode is not None and source.mode != mode and any(
             extractor_of(f) == "inception" for f in plan.stats | plan.reference_keep):
         raise InputError(f"{source.path} was computed in mode {source.mode!r}, not {mode!r}; "
@@ -237,6 +249,8 @@ def compare_sources(a, b, *, metrics: tuple[str, ...] = DEFAULT_METRICS, options
         extractors, plan, skipped = open_extractors(metrics, options, device)
     reference = prepare_reference(b, extractors, plan, options.mode, batch_size)
     if a_stats:  # statistics against statistics: Frechet distances only
+        if isinstance(b, ReferenceStats):  # two files: each must name the same network as the other
+            check_networks(b, a.networks, frechet, f"{a.path}'s")
         ref_a = prepare_reference(a, extractors, replace(plan, reference_keep=frozenset()), options.mode, batch_size)
         if wanted_intervals:
             skipped.append(f"no intervals: {a.path} holds statistics, not the per-image features a bootstrap resamples")

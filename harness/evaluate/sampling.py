@@ -273,7 +273,7 @@ def evaluate_sampler(sampler, reference, config: EvalConfig | None = None, *, wo
     shards = shard_ranges(config.num_samples, config.shard_size)
     extractors, plan, skipped = run_checked(world, lambda: open_extractors(config.metrics, config.options,
                                                                            config.device))
-    check_reference(reference, plan, config.options.mode)
+    check_reference(reference, plan, config.options.mode, extractors)
     inception = extractors.get("inception")
     context = {"mode": config.options.mode, "network": inception.network if inception else "",
                "extractor_networks": {name: ext.network for name, ext in extractors.items()},

@@ -194,3 +194,22 @@ def test_a_corrupted_statistics_file_is_refused_or_still_keeps_the_schema(tmp_pa
     assert ref.kind != "nfebench" or (ref.n >= 1 and ref.mode in ("adm", "clean"))
     for feats in ref.features.values():
         assert feats.ndim == 2 and feats.shape[1] == len(mu) and np.isfinite(feats).all()
+
+
+def test_statistics_of_another_network_are_refused_in_every_path(tmp_path, capsys):
+    """Stats against stats, images against stats, and eval: another feature network never gives a
+    number (exit 2, nothing written), where it once gave an FID labelled as Inception's."""
+    ours = stats_file(tmp_path / "ours.npz", d=2048)
+    other = stats_file(tmp_path / "other.npz", d=2048, network=np.str_("another-inception (sha1:0123456789ab)"))
+    code, err = run_cli(capsys, "fid", str(ours), str(other), "--json")
+    assert code == 2 and "other.npz" in err and "another-inception" in err and "Traceback" not in err
+
+    images = tmp_path / "images.npz"
+    np.savez(images, arr_0=np.random.default_rng(0).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8))
+    code, err = run_cli(capsys, "fid", str(images), str(other), "--batch-size", "12")
+    assert code == 2 and "other.npz" in err and "another-inception" in err
+
+    out = tmp_path / "eval.csv"
+    code, err = run_cli(capsys, "eval", "--model", "rf-mini", "--num-samples", "12", "--batch-size", "12", "--seed",
+                        "0", "--ref", str(other), "--out", str(out))
+    assert code == 2 and "another-inception" in err and "Traceback" not in err and not out.exists()
