@@ -1,8 +1,18 @@
-"""`TorchSampler`: the shared half of every PyTorch adapter.
+"""`TorchSampler`: the shared half of every PyTorch adapter, and the checks every family repeats.
 
-It checks inputs, moves them to the model's device and dtype, runs the family's sampling
-loop without autograd, refuses non-finite output, and decodes latents through the SD-VAE
-(built on first use, so listing and counting parameters never pay for it).
+`TorchSampler` checks inputs, moves them to the model's device and dtype, runs the family's
+sampling loop without autograd, refuses non-finite output, and decodes latents through the
+SD-VAE (built on first use, so listing and counting parameters never pay for it).
+
+The ``check_*`` functions are the config and option checks several families (and their Flax
+ports) make, with one wording each, so a user meets the same message whatever the family:
+
+    >>> check_num_steps("sit-b2", 4)
+    4
+    >>> check_positive_int("pmf-b16", "bottleneck_channels", 0)
+    Traceback (most recent call last):
+    ...
+    adapters.api.errors.InputError: pmf-b16: bottleneck_channels must be a positive integer, got 0
 """
 
 from __future__ import annotations
@@ -17,6 +27,37 @@ from adapters.api.errors import InputError
 from adapters.api.sampler import ModelInfo, check_finite, check_generate_inputs
 from adapters.builder import count_params  # noqa: F401  (families count through it)
 from adapters.vae import SD_FT_EMA, SDVAEDecoder, VAESpec
+
+
+def check_positive_int(name: str, what: str, value: object) -> int:
+    """`value` if it is a positive int (a bool is not); anything else is an InputError naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name}: {what} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_num_steps(name: str, num_steps: object) -> int:
+    """`num_steps` (a sampler's step count) if it is a positive int; anything else is an InputError."""
+    return check_positive_int(name, "num_steps", num_steps)
+
+
+def check_guided_labels(name: str, guidance: float, labels: object) -> None:
+    """Classifier-free guidance needs class labels: a non-zero `guidance` with labels None
+    (the null class, where the guided and unguided passes coincide) is an InputError."""
+    if labels is None and guidance != 0.0:
+        raise InputError(f"{name}: guidance {guidance} needs class labels; pass labels or guidance=0")
+
+
+def check_patch_grid(name: str, input_size: int, patch_size: int) -> None:
+    """A square input of side `input_size` must split into whole patches of side `patch_size`."""
+    if input_size % patch_size:
+        raise InputError(f"{name}: input_size {input_size} is not a multiple of patch_size {patch_size}")
+
+
+def check_heads(name: str, hidden_size: int, num_heads: int) -> None:
+    """The transformer width must split into `num_heads` whole heads."""
+    if hidden_size % num_heads:
+        raise InputError(f"{name}: hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
 
 
 class TorchSampler:

@@ -13,7 +13,9 @@ the network's size, how its released files map onto the network, and its sampler
 4. the family's sampler wraps the network (the sampler owns its decoder, if any).
 
 Config overrides are applied by the registry before the builder runs (`load_sampler`), and
-random weights are drawn under its fixed seed.
+random weights are drawn under its fixed seed. `sample_fields` fills the ``describe`` fields
+of a family whose samples are square (C, S, S) arrays; the config checks families share are
+in `adapters.base` (``check_*``).
 
 Example (SiT's builder)::
 
@@ -22,7 +24,8 @@ Example (SiT's builder)::
         return build_sampler(
             name, FAMILY, make_net=lambda: DiT(...), checkpoint=checkpoint, device=device, dtype=dtype,
             layout=Layout(convert=lambda sd, what: drop_learned_sigma(sd, config, what)),
-            describe=lambda net: dict(nfe=..., sequential_steps=..., space="latent", ...),
+            describe=lambda net: dict(nfe=..., sequential_steps=..., num_classes=config.num_classes,
+                                      **sample_fields("latent", config.in_channels, config.input_size)),
             sampler=lambda info, net: SiTSampler(info, net, config, device=device, dtype=dtype))
 """
 
@@ -35,11 +38,26 @@ import torch
 from torch import nn
 
 from adapters.api.checkpoint import CheckpointRef, as_ref, load_checkpoint
-from adapters.api.sampler import RANDOM_INIT, ModelInfo, Sampler
+from adapters.api.sampler import RANDOM_INIT, ModelInfo, Sampler, decoded_side
 
 
 def count_params(module: nn.Module) -> int:
+    """Parameters of `module` (buffers are not counted)."""
     return sum(p.numel() for p in module.parameters())
+
+
+def sample_fields(space: str, channels: int, side: int, image_size: int | None = None) -> dict[str, Any]:
+    """The `ModelInfo` fields of samples that are (channels, side, side) arrays in `space`:
+    ``space``, ``sample_shape`` and ``image_size`` (by default the side they decode to, 8x for
+    the SD-VAE latent). Families check `space` (`check_space`) before they build.
+
+    Example::
+
+        >>> sample_fields("latent", 4, 32)
+        {'space': 'latent', 'sample_shape': (4, 32, 32), 'image_size': 256}
+    """
+    return dict(space=space, sample_shape=(channels, side, side),
+                image_size=decoded_side(space, side) if image_size is None else image_size)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from adapters.api.errors import InputError
 from adapters.api.sampler import check_guidance
+from adapters.base import check_guided_labels
 from adapters.biflow.model import FAMILY, BiFlowConfig
 from adapters.jax.convert import StateDictReader
 from adapters.jax.layers import (
@@ -121,8 +121,7 @@ def make_generate(config: BiFlowConfig, family: str = FAMILY, *, name: str | Non
     def generate(params: Mapping[str, Any], noise: jax.Array, labels: jax.Array | None, *,
                  guidance: float) -> jax.Array:
         g = check_guidance(name, guidance)
-        if labels is None and g != 0.0:
-            raise InputError(f"{name}: guidance {g} needs class labels; pass labels or guidance=0")
+        check_guided_labels(name, g, labels)
         scale = jnp.full((noise.shape[0],), g, jnp.float32)  # (N,)
         return net.apply({"params": params}, noise, labels, scale)
 

@@ -36,18 +36,31 @@ singular. Random-init samples are still noise-like, not images.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from adapters.base import TorchSampler, count_params
-from adapters.api.checkpoint import load_checkpoint
-from adapters.layers import (LabelEmbedder, RMSNorm, TimestepEmbedder, TransformerBlock, init_linear_xavier,
-                             patchify, rope_2d_tables, unpatchify, zero_adaln)
-from adapters.tarflow import ITARFLOW_B2  # BiFlow-B/2's stages are its teacher's flow blocks
+from adapters.api.checkpoint import CheckpointRef
+from adapters.api.config import option
 from adapters.api.errors import InputError
-from adapters.api.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
+from adapters.api.sampler import ModelInfo, check_guidance, check_space
+from adapters.base import TorchSampler, check_guided_labels, check_patch_grid
+from adapters.builder import build_sampler, sample_fields
+from adapters.layers import (
+    LabelEmbedder,
+    RMSNorm,
+    TimestepEmbedder,
+    TransformerBlock,
+    init_linear_xavier,
+    patchify,
+    rope_2d_tables,
+    unpatchify,
+    zero_adaln,
+)
+from adapters.tarflow import (
+    ITARFLOW_B2,  # BiFlow-B/2's stages are its teacher's flow blocks
+)
 
 FAMILY = "biflow"
 
@@ -173,21 +186,20 @@ class AlignmentHeads(nn.Module):
 class BiFlowConfig:
     """Defaults of one BiFlow id; every field can be overridden in `load_sampler`."""
 
-    hidden_size: int = field(default=768, metadata={"help": "transformer width"})
-    depth: int = field(default=12, metadata={"help": "trunk blocks (the denoising block is extra)"})
-    num_heads: int = field(default=12, metadata={"help": "attention heads (head dim divisible by 4 for RoPE)"})
-    mlp_ratio: float = field(default=4.0, metadata={"help": "SwiGLU hidden width is 2/3 of this times width"})
-    num_stages: int = field(default=ITARFLOW_B2.num_blocks, metadata={"help": "stages = teacher flow blocks"})
-    patch_size: int = field(default=2, metadata={"help": "latent patch side"})
-    input_size: int = field(default=32, metadata={"help": "latent side"})
-    in_channels: int = field(default=4, metadata={"help": "latent channels"})
-    num_classes: int = field(default=1000, metadata={"help": "class count (the null class is extra)"})
-    guidance: float = field(default=0.0, metadata={"help": "default guidance scale fed to G (0 = none)"})
-    guidance_scale: float = field(default=1000.0, metadata={"help": "multiplier on guidance before its sinusoid"})
-    rope_base: float = field(default=10000.0, metadata={"help": "RoPE frequency base"})
-    space: str = field(default="latent",
-                       metadata={"help": "latent (SD-VAE, decoded at 8x) or pixel (decode is the identity)"})
-    vae: str | None = field(default=None, metadata={"help": "SD-VAE folder or hub id (see adapters.vae)"})
+    hidden_size: int = option(768, "transformer width")
+    depth: int = option(12, "trunk blocks (the denoising block is extra)")
+    num_heads: int = option(12, "attention heads (head dim divisible by 4 for RoPE)")
+    mlp_ratio: float = option(4.0, "SwiGLU hidden width is 2/3 of this times width")
+    num_stages: int = option(ITARFLOW_B2.num_blocks, "stages = teacher flow blocks")
+    patch_size: int = option(2, "latent patch side")
+    input_size: int = option(32, "latent side")
+    in_channels: int = option(4, "latent channels")
+    num_classes: int = option(1000, "class count (the null class is extra)")
+    guidance: float = option(0.0, "default guidance scale fed to G (0 = none)")
+    guidance_scale: float = option(1000.0, "multiplier on guidance before its sinusoid")
+    rope_base: float = option(10000.0, "RoPE frequency base")
+    space: str = option("latent", "latent (SD-VAE, decoded at 8x) or pixel (decode is the identity)")
+    vae: str | None = option(None, "SD-VAE folder or hub id (see adapters.vae)")
 
 
 class BiFlowSampler(TorchSampler):
@@ -203,35 +215,46 @@ class BiFlowSampler(TorchSampler):
 
     def _generate(self, noise: torch.Tensor, labels: torch.Tensor | None, guidance: float | None) -> torch.Tensor:
         g = check_guidance(self.info.name, self.config.guidance if guidance is None else guidance)
-        if labels is None and g != 0.0:
-            raise InputError(f"{self.info.name}: guidance {g} needs class labels; pass labels or guidance=0")
+        check_guided_labels(self.info.name, g, labels)
         scale = torch.full((noise.shape[0],), g, device=self.device, dtype=torch.float32)  # (N,)
         return self.net(noise, labels, scale)
 
 
-def build(name: str, config: BiFlowConfig, *, checkpoint: str | None = None, device="cpu",
-          dtype: torch.dtype = torch.float32) -> BiFlowSampler:
-    """Registry builder for the BiFlow ids (see `adapters.load_sampler`)."""
+def build(name: str, config: BiFlowConfig, *, checkpoint: CheckpointRef | str | None = None,
+          device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> BiFlowSampler:
+    """Registry builder for the BiFlow ids (see `adapters.load_sampler`).
+
+    Args:
+        name: the model id, for messages and `ModelInfo.name`.
+        config: a `BiFlowConfig`.
+        checkpoint: a state_dict of `BiFlowNet` (alignment heads excluded), or a container
+            whose EMA entry (or the entry the ref names) is one; None: random weights.
+        device, dtype: where and in what precision the network runs.
+
+    Example::
+
+        >>> s = build("biflow-b2", BiFlowConfig(hidden_size=64, depth=4, num_heads=2, num_stages=2, input_size=8))
+        >>> s.info.nfe, s.info.sample_shape, s.info.image_size
+        (1, (4, 8, 8), 64)
+    """
     check_guidance(name, config.guidance)
     stage_sizes(config.depth, config.num_stages)
-    if config.input_size % config.patch_size:
-        raise InputError(f"{name}: input_size {config.input_size} is not a multiple of patch_size {config.patch_size}")
+    check_patch_grid(name, config.input_size, config.patch_size)
     if config.hidden_size % config.num_heads or (config.hidden_size // config.num_heads) % 4:
         raise InputError(f"{name}: hidden_size / num_heads must be an integer divisible by 4 (2-D RoPE), "
                          f"got {config.hidden_size} / {config.num_heads}")
     check_space(name, config.space)
-    device = torch.device(device)
-    with torch.device(device):
-        net = BiFlowNet(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
-                        hidden_size=config.hidden_size, depth=config.depth, num_heads=config.num_heads,
-                        mlp_ratio=config.mlp_ratio, num_stages=config.num_stages, num_classes=config.num_classes,
-                        guidance_scale=config.guidance_scale, rope_base=config.rope_base)
-    net = net.to(dtype)
-    weights = load_checkpoint(net, checkpoint) if checkpoint else RANDOM_INIT
-    info = ModelInfo(
-        name=name, family=FAMILY, params=count_params(net), nfe=1, sequential_steps=1, space=config.space,
-        sample_shape=(config.in_channels, config.input_size, config.input_size),
-        image_size=decoded_side(config.space, config.input_size),
-        num_classes=config.num_classes, gflops=net.flops() / 1e9, weights=weights,
-    )
-    return BiFlowSampler(info, net, config, device=device, dtype=dtype)
+
+    def make_net() -> BiFlowNet:
+        return BiFlowNet(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
+                         hidden_size=config.hidden_size, depth=config.depth, num_heads=config.num_heads,
+                         mlp_ratio=config.mlp_ratio, num_stages=config.num_stages, num_classes=config.num_classes,
+                         guidance_scale=config.guidance_scale, rope_base=config.rope_base)
+
+    def describe(net: BiFlowNet) -> dict:
+        return dict(nfe=1, sequential_steps=1, num_classes=config.num_classes,
+                    **sample_fields(config.space, config.in_channels, config.input_size))
+
+    return build_sampler(name, FAMILY, make_net=make_net, describe=describe, checkpoint=checkpoint, device=device,
+                         dtype=dtype, sampler=lambda info, net: BiFlowSampler(info, net, config,
+                                                                              device=torch.device(device), dtype=dtype))

@@ -46,7 +46,7 @@ from adapters.api.errors import InputError
 from adapters.api.training import Objective, Trainable
 from adapters.biflow.model import AlignmentHeads, BiFlowNet
 from adapters.layers import patchify, unpatchify
-from adapters.tarflow.model import TARFlowSampler
+from adapters.tarflow.sampler import TARFlowSampler
 
 TRAIN_GUIDANCE = (0.0, 0.5, 1.0, 2.0)  # scales G is trained at, one drawn per pair
 ALIGN_WEIGHT = 1.0

@@ -11,7 +11,11 @@ flow-matching objective. This module registers the size variants, one table per 
 """
 
 from adapters.api.registry import Size, register_sizes
-from adapters.flowmatch.model import FlowMatchConfig, build_meanflow, build_rectified_flow
+from adapters.flowmatch.model import (
+    FlowMatchConfig,
+    build_meanflow,
+    build_rectified_flow,
+)
 from adapters.vae import SD_VAE_DECODER
 
 JAX_PORT = "adapters.flowmatch.jax_port"

@@ -34,7 +34,14 @@ from flax import linen as nn
 
 from adapters.api.errors import InputError
 from adapters.api.sampler import check_guidance
-from adapters.flowmatch.model import FlowMatchConfig, _check_steps
+from adapters.base import check_guided_labels
+from adapters.flowmatch.model import (
+    FAMILIES,
+    DiTSize,
+    FlowMatchConfig,
+    check_steps,
+    check_trained_guidance,
+)
 from adapters.jax.convert import StateDictReader
 from adapters.jax.layers import (
     LabelEmbedder,
@@ -49,7 +56,6 @@ from adapters.jax.layers import (
 )
 from adapters.jax.sampler import port_loader
 
-FAMILIES = ("rectified-flow", "meanflow")
 FAMILY_OPTIONS = ("steps",)
 
 
@@ -102,11 +108,12 @@ class DiT(nn.Module):
         return jnp.einsum("nhwpqc->nchpwq", out).reshape(n, c_in, g * p, g * p)
 
 
-def _net(config: FlowMatchConfig, meanflow: bool) -> DiT:
+def make_dit(config: DiTSize, *, two_times: bool, time_scale: float) -> DiT:
+    """The Flax `DiT` of a config's size fields (`adapters.flowmatch.model.DiT.from_size`'s)."""
     return DiT(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
                hidden_size=config.hidden_size, depth=config.depth, num_heads=config.num_heads,
-               mlp_ratio=config.mlp_ratio, num_classes=config.num_classes, two_times=meanflow,
-               time_scale=config.time_scale)
+               mlp_ratio=config.mlp_ratio, num_classes=config.num_classes, two_times=two_times,
+               time_scale=time_scale)
 
 
 def convert_params(state_dict: Mapping[str, Any], config: FlowMatchConfig, what: str,
@@ -170,21 +177,17 @@ def make_generate(config: FlowMatchConfig, family: str, *, name: str | None = No
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     name = name or family
     meanflow = family == "meanflow"
-    net = _net(config, meanflow)
+    net = make_dit(config, two_times=meanflow, time_scale=config.time_scale)
     null_class = config.num_classes
 
     def generate(params: Mapping[str, Any], noise: jax.Array, labels: jax.Array | None, *, guidance: float,
                  steps: int | None = None) -> jax.Array:
         g = check_guidance(name, guidance)
-        if meanflow and g != config.guidance:
-            raise InputError(
-                f"{name}: MeanFlow's guidance is trained into the weights (scale "
-                f"{config.guidance}); it cannot be changed at sampling time. Pass guidance=None, or set the "
-                f"config option guidance= to the scale the checkpoint was trained with"
-            )
-        if not meanflow and labels is None and g != 0.0:
-            raise InputError(f"{name}: guidance {g} needs class labels; pass labels or guidance=0")
-        steps = _check_steps(name, config.steps if steps is None else steps)
+        if meanflow:
+            check_trained_guidance(name, g, config.guidance)
+        else:
+            check_guided_labels(name, g, labels)
+        steps = check_steps(name, config.steps if steps is None else steps)
         if ("h_embedder" in params) != meanflow:
             raise InputError(f"{name}: these params are not a {family} network's (convert with family={family!r})")
         n = noise.shape[0]

@@ -19,17 +19,34 @@ covariance), and timings are unaffected, but they are not images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from adapters.base import TorchSampler, count_params
-from adapters.api.checkpoint import load_checkpoint
-from adapters.layers import (LabelEmbedder, PatchEmbed, TimestepEmbedder, TransformerBlock, init_linear_xavier,
-                             modulate, zero_adaln)
+from adapters.api.checkpoint import CheckpointRef
+from adapters.api.config import option
 from adapters.api.errors import InputError
-from adapters.api.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
+from adapters.api.sampler import ModelInfo, check_guidance, check_space
+from adapters.base import (
+    TorchSampler,
+    check_guided_labels,
+    check_heads,
+    check_patch_grid,
+    check_positive_int,
+)
+from adapters.builder import build_sampler, sample_fields
+from adapters.layers import (
+    LabelEmbedder,
+    PatchEmbed,
+    TimestepEmbedder,
+    TransformerBlock,
+    init_linear_xavier,
+    modulate,
+    zero_adaln,
+)
+
+FAMILIES = ("rectified-flow", "meanflow")
 
 
 def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:
@@ -58,6 +75,27 @@ class FinalLayer(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)  # (N, D) each
         return self.linear(modulate(self.norm_final(x), shift, scale))  # (N, T, p*p*C)
+
+
+@dataclass(frozen=True)
+class DiTSize:
+    """The size fields of a `DiT` (DiT-B/2 by default), shared by the configs of the families
+    built on it; `DiT.from_size` builds the network from them.
+
+    Example::
+
+        >>> DiT.from_size(DiTSize(hidden_size=32, depth=2, num_heads=2, input_size=8, num_classes=10)).grid
+        4
+    """
+
+    hidden_size: int = option(768, "transformer width")
+    depth: int = option(12, "transformer blocks")
+    num_heads: int = option(12, "attention heads")
+    mlp_ratio: float = option(4.0, "MLP hidden width / width")
+    patch_size: int = option(2, "latent patch side")
+    input_size: int = option(32, "latent side (image side / 8; the image side in pixel space)")
+    in_channels: int = option(4, "latent channels")
+    num_classes: int = option(1000, "class count (the null class is extra)")
 
 
 class DiT(nn.Module):
@@ -115,6 +153,14 @@ class DiT(nn.Module):
         for p in (*self.final_layer.adaLN_modulation[-1].parameters(), *self.final_layer.linear.parameters()):
             nn.init.zeros_(p)
 
+    @classmethod
+    def from_size(cls, size: DiTSize, *, two_times: bool = False, time_scale: float = 1000.0) -> DiT:
+        """The DiT of a config's size fields (`DiTSize` or a config derived from it)."""
+        return cls(input_size=size.input_size, patch_size=size.patch_size, in_channels=size.in_channels,
+                   hidden_size=size.hidden_size, depth=size.depth, num_heads=size.num_heads,
+                   mlp_ratio=size.mlp_ratio, num_classes=size.num_classes, two_times=two_times,
+                   time_scale=time_scale)
+
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, p*p*C) in DiT's (row, col, p, q, c) token layout -> (N, C, H, W)."""
         n, p, c, g = x.shape[0], self.patch_size, self.in_channels, self.grid
@@ -144,35 +190,30 @@ class DiT(nn.Module):
         return total
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
 @dataclass(frozen=True)
-class FlowMatchConfig:
+class FlowMatchConfig(DiTSize):
     """Defaults of one flow-matching id; every field can be overridden in `load_sampler`."""
 
-    hidden_size: int = field(default=768, metadata=_help("transformer width"))
-    depth: int = field(default=12, metadata=_help("transformer blocks"))
-    num_heads: int = field(default=12, metadata=_help("attention heads"))
-    mlp_ratio: float = field(default=4.0, metadata=_help("MLP hidden width / width"))
-    patch_size: int = field(default=2, metadata=_help("latent patch side"))
-    input_size: int = field(default=32, metadata=_help("latent side"))
-    in_channels: int = field(default=4, metadata=_help("latent channels"))
-    num_classes: int = field(default=1000, metadata=_help("class count (the null class is extra)"))
-    steps: int = field(default=1, metadata=_help("default sampling steps"))
-    guidance: float = field(default=0.0, metadata=_help(
-        "RF: default guidance g (0 = none); MeanFlow: the scale trained into the checkpoint"))
-    time_scale: float = field(default=1000.0, metadata=_help("multiplier on t before the sinusoidal embedding"))
-    space: str = field(default="latent",
-                       metadata=_help("latent (SD-VAE, decoded at 8x) or pixel (decode is the identity)"))
-    vae: str | None = field(default=None, metadata=_help("SD-VAE folder or hub id (see adapters.vae)"))
+    steps: int = option(1, "default sampling steps")
+    guidance: float = option(0.0, "RF: default guidance g (0 = none); MeanFlow: the scale trained into the checkpoint")
+    time_scale: float = option(1000.0, "multiplier on t before the sinusoidal embedding")
+    space: str = option("latent", "latent (SD-VAE, decoded at 8x) or pixel (decode is the identity)")
+    vae: str | None = option(None, "SD-VAE folder or hub id (see adapters.vae)")
 
 
-def _check_steps(name: str, steps: object) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InputError(f"{name}: steps must be a positive integer, got {steps!r}")
-    return steps
+def check_steps(name: str, steps: object) -> int:
+    """`steps` (this family's option name for the step count) if it is a positive int; else an InputError."""
+    return check_positive_int(name, "steps", steps)
+
+
+def check_trained_guidance(name: str, guidance: float, trained: float) -> None:
+    """MeanFlow's guidance is trained into the weights: any scale but `trained` is an InputError."""
+    if guidance != trained:
+        raise InputError(
+            f"{name}: MeanFlow's guidance is trained into the weights (scale "
+            f"{trained}); it cannot be changed at sampling time. Pass guidance=None, or set the "
+            f"config option guidance= to the scale the checkpoint was trained with"
+        )
 
 
 class _FlowSampler(TorchSampler):
@@ -184,7 +225,7 @@ class _FlowSampler(TorchSampler):
         self.config = config
 
     def _times(self, steps: int | None) -> list[float]:
-        steps = _check_steps(self.info.name, self.config.steps if steps is None else steps)
+        steps = check_steps(self.info.name, self.config.steps if steps is None else steps)
         return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).tolist()
 
     def _time(self, value: float, n: int) -> torch.Tensor:
@@ -218,8 +259,7 @@ class RectifiedFlowSampler(_FlowSampler):
                   steps: int | None = None) -> torch.Tensor:
         """Euler from t = 1 to 0: x <- x + (t_next - t) * v(x, t), `steps` (default config.steps) times."""
         g = check_guidance(self.info.name, self.config.guidance if guidance is None else guidance)
-        if labels is None and g != 0.0:
-            raise InputError(f"{self.info.name}: guidance {g} needs class labels; pass labels or guidance=0")
+        check_guided_labels(self.info.name, g, labels)
         times = self._times(steps)
         x = noise
         for t, t_next in zip(times[:-1], times[1:]):
@@ -245,12 +285,8 @@ class MeanFlowSampler(_FlowSampler):
 
     def _generate(self, noise: torch.Tensor, labels: torch.Tensor | None, guidance: float | None, *,
                   steps: int | None = None) -> torch.Tensor:
-        if guidance is not None and check_guidance(self.info.name, guidance) != self.config.guidance:
-            raise InputError(
-                f"{self.info.name}: MeanFlow's guidance is trained into the weights (scale "
-                f"{self.config.guidance}); it cannot be changed at sampling time. Pass guidance=None, or set the "
-                f"config option guidance= to the scale the checkpoint was trained with"
-            )
+        if guidance is not None:
+            check_trained_guidance(self.info.name, check_guidance(self.info.name, guidance), self.config.guidance)
         times = self._times(steps)
         x = noise
         for t, r in zip(times[:-1], times[1:]):
@@ -258,41 +294,47 @@ class MeanFlowSampler(_FlowSampler):
         return x
 
 
-def _build(name: str, config: FlowMatchConfig, *, checkpoint: str | None, device: torch.device,
-           dtype: torch.dtype, family: str) -> _FlowSampler:
-    _check_steps(name, config.steps)
+def _build(name: str, config: FlowMatchConfig, *, checkpoint: CheckpointRef | str | None,
+           device: str | torch.device, dtype: torch.dtype, family: str) -> _FlowSampler:
+    """The builder both families share: the DiT (with MeanFlow's interval embedder for
+    "meanflow") and the family's sampler (see `adapters.builder.build_sampler`)."""
+    check_steps(name, config.steps)
     guidance = check_guidance(name, config.guidance)
-    if config.input_size % config.patch_size:
-        raise InputError(f"{name}: input_size {config.input_size} is not a multiple of patch_size {config.patch_size}")
-    if config.hidden_size % config.num_heads:
-        raise InputError(f"{name}: hidden_size {config.hidden_size} is not divisible by num_heads {config.num_heads}")
+    check_patch_grid(name, config.input_size, config.patch_size)
+    check_heads(name, config.hidden_size, config.num_heads)
     check_space(name, config.space)
     meanflow = family == "meanflow"
-    with torch.device(device):
-        net = DiT(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
-                  hidden_size=config.hidden_size, depth=config.depth, num_heads=config.num_heads,
-                  mlp_ratio=config.mlp_ratio, num_classes=config.num_classes, two_times=meanflow,
-                  time_scale=config.time_scale)
-    net = net.to(dtype)
-    weights = load_checkpoint(net, checkpoint) if checkpoint else RANDOM_INIT
-    # NFE at the defaults: RF doubles each step when guided; MeanFlow's guidance is trained in.
-    nfe = config.steps * (1 if meanflow or guidance == 0.0 else 2)
-    info = ModelInfo(
-        name=name, family=family, params=count_params(net), nfe=nfe, sequential_steps=config.steps,
-        space=config.space, sample_shape=(config.in_channels, config.input_size, config.input_size),
-        image_size=decoded_side(config.space, config.input_size),
-        num_classes=config.num_classes, gflops=net.flops() / 1e9, weights=weights,
-    )
+
+    def make_net() -> DiT:
+        return DiT.from_size(config, two_times=meanflow, time_scale=config.time_scale)
+
+    def describe(net: DiT) -> dict:
+        # NFE at the defaults: RF doubles each step when guided; MeanFlow's guidance is trained in.
+        return dict(nfe=config.steps * (1 if meanflow or guidance == 0.0 else 2), sequential_steps=config.steps,
+                    num_classes=config.num_classes,
+                    **sample_fields(config.space, config.in_channels, config.input_size))
+
     cls = MeanFlowSampler if meanflow else RectifiedFlowSampler
-    return cls(info, net, config, device=device, dtype=dtype)
+    return build_sampler(name, family, make_net=make_net, describe=describe, checkpoint=checkpoint, device=device,
+                         dtype=dtype, sampler=lambda info, net: cls(info, net, config, device=torch.device(device),
+                                                                    dtype=dtype))
 
 
-def build_rectified_flow(name, config, *, checkpoint=None, device="cpu", dtype=torch.float32):
-    """Registry builder for the Rectified Flow ids (see `adapters.load_sampler`)."""
-    return _build(name, config, checkpoint=checkpoint, device=torch.device(device), dtype=dtype,
-                  family="rectified-flow")
+def build_rectified_flow(name: str, config: FlowMatchConfig, *, checkpoint: CheckpointRef | str | None = None,
+                         device: str | torch.device = "cpu",
+                         dtype: torch.dtype = torch.float32) -> RectifiedFlowSampler:
+    """Registry builder for the Rectified Flow ids (see `adapters.load_sampler`).
+
+    Example::
+
+        >>> s = build_rectified_flow("rf-mini", FlowMatchConfig(hidden_size=64, depth=2, num_heads=2, input_size=8))
+        >>> s.info.family, s.info.nfe, s.info.sample_shape
+        ('rectified-flow', 1, (4, 8, 8))
+    """
+    return _build(name, config, checkpoint=checkpoint, device=device, dtype=dtype, family="rectified-flow")
 
 
-def build_meanflow(name, config, *, checkpoint=None, device="cpu", dtype=torch.float32):
+def build_meanflow(name: str, config: FlowMatchConfig, *, checkpoint: CheckpointRef | str | None = None,
+                   device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> MeanFlowSampler:
     """Registry builder for the MeanFlow ids (see `adapters.load_sampler`)."""
-    return _build(name, config, checkpoint=checkpoint, device=torch.device(device), dtype=dtype, family="meanflow")
+    return _build(name, config, checkpoint=checkpoint, device=device, dtype=dtype, family="meanflow")

@@ -33,6 +33,7 @@ import torch
 from flax import linen as nn
 
 from adapters.api.errors import InputError
+from adapters.base import check_num_steps
 from adapters.imf.model import (
     CONDITION_TOKENS,
     FAMILY,
@@ -40,7 +41,6 @@ from adapters.imf.model import (
     MeanFlowDiTConfig,
     check_interval,
     check_mean_flow_guidance,
-    check_steps,
     mlp_hidden,
     resolve_defaults,
     sequence_rope,
@@ -240,7 +240,7 @@ def make_sampler(net: Net, rope: tuple[torch.Tensor, torch.Tensor], config: Mean
         g = check_mean_flow_guidance(name, guidance)
         t_min, t_max = check_interval(name, (config.interval_min, config.interval_max) if guidance_interval is None
                                       else guidance_interval)
-        k = check_steps(name, config.num_steps if num_steps is None else num_steps)
+        k = check_num_steps(name, config.num_steps if num_steps is None else num_steps)
         if ("pos_embed" in params) != net.learned_positions:
             raise InputError(f"{name}: these params are not this family's network (convert them with its port)")
         n = noise.shape[0]

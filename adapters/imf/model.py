@@ -34,19 +34,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.base import TorchSampler, count_params
-from adapters.api.checkpoint import CheckpointRef, load_checkpoint
+from adapters.api.checkpoint import CheckpointRef
+from adapters.api.config import option
+from adapters.api.errors import InputError
+from adapters.api.sampler import ModelInfo, check_guidance
+from adapters.base import TorchSampler, check_num_steps, check_patch_grid
+from adapters.builder import Layout, build_sampler, sample_fields
 from adapters.layers import LabelEmbedder, PatchEmbed, RMSNorm, TimestepEmbedder
 from adapters.vae import SD_VAE_MSE_REPO, LatentNorm, VAESpec
-from adapters.api.errors import InputError
-from adapters.api.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space, decoded_side
 
 FAMILY = "imf"
 # The reference's latent normalisation (utils/vae_util.py): its model latents are
@@ -325,10 +327,6 @@ class IMFDiT(nn.Module):
 # ---------------------------------------------------------------------------
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
 @dataclass(frozen=True)
 class MeanFlowDiTConfig:
     """The fields iMF and pMF share; every field can be overridden in `load_sampler`.
@@ -337,32 +335,29 @@ class MeanFlowDiTConfig:
     `reference_settings` for `num_steps` (or its first row), resolved when the sampler is built
     (`resolve_defaults`)."""
 
-    hidden_size: int = field(default=768, metadata=_help("transformer width"))
-    depth: int = field(default=12, metadata=_help("transformer blocks, u head included"))
-    num_heads: int = field(default=12, metadata=_help("attention heads"))
-    head_depth: int = field(default=8, metadata=_help("blocks of the u head (the reference's aux_head_depth)"))
-    mlp_ratio: float = field(default=8 / 3, metadata=_help("SwiGLU hidden width / width"))
-    patch_size: int = field(default=2, metadata=_help("patch side"))
-    input_size: int = field(default=32, metadata=_help("sample side"))
-    in_channels: int = field(default=4, metadata=_help("sample channels"))
-    num_classes: int = field(default=1000, metadata=_help("class count (the null class is extra)"))
-    num_steps: int = field(default=1, metadata=_help("default sampling steps (NFE)"))
-    guidance: float | None = field(default=None, metadata=_help(
-        "default guidance g = omega - 1 (0 = none); None: from reference_settings for num_steps"))
-    interval_min: float | None = field(default=None, metadata=_help(
-        "default guidance interval start t_min; None: from reference_settings"))
-    interval_max: float | None = field(default=None, metadata=_help(
-        "default guidance interval end t_max; None: from reference_settings"))
-    reference_settings: tuple[tuple[int, float, float, float], ...] = field(
-        default=((1, 8.0, 0.4, 0.65),),
-        metadata=_help("(num_steps, omega, t_min, t_max) of the reference README's evaluation commands"))
+    hidden_size: int = option(768, "transformer width")
+    depth: int = option(12, "transformer blocks, u head included")
+    num_heads: int = option(12, "attention heads")
+    head_depth: int = option(8, "blocks of the u head (the reference's aux_head_depth)")
+    mlp_ratio: float = option(8 / 3, "SwiGLU hidden width / width")
+    patch_size: int = option(2, "patch side")
+    input_size: int = option(32, "sample side")
+    in_channels: int = option(4, "sample channels")
+    num_classes: int = option(1000, "class count (the null class is extra)")
+    num_steps: int = option(1, "default sampling steps (NFE)")
+    guidance: float | None = option(
+        None, "default guidance g = omega - 1 (0 = none); None: from reference_settings for num_steps")
+    interval_min: float | None = option(None, "default guidance interval start t_min; None: from reference_settings")
+    interval_max: float | None = option(None, "default guidance interval end t_max; None: from reference_settings")
+    reference_settings: tuple[tuple[int, float, float, float], ...] = option(
+        ((1, 8.0, 0.4, 0.65),), "(num_steps, omega, t_min, t_max) of the reference README's evaluation commands")
 
 
 @dataclass(frozen=True)
 class IMFConfig(MeanFlowDiTConfig):
     """An iMF id's defaults (iMF-B/2 unless overridden)."""
 
-    vae: str | None = field(default=None, metadata=_help("SD-VAE (ft-mse) folder or hub id (see adapters.vae)"))
+    vae: str | None = option(None, "SD-VAE (ft-mse) folder or hub id (see adapters.vae)")
 
 
 def mlp_hidden(config: MeanFlowDiTConfig) -> int:
@@ -378,12 +373,6 @@ def resolve_defaults(config: MeanFlowDiTConfig) -> MeanFlowDiTConfig:
         config, guidance=omega - 1.0 if config.guidance is None else config.guidance,
         interval_min=t_min if config.interval_min is None else config.interval_min,
         interval_max=t_max if config.interval_max is None else config.interval_max)
-
-
-def check_steps(name: str, num_steps: object) -> int:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise InputError(f"{name}: num_steps must be a positive integer, got {num_steps!r}")
-    return num_steps
 
 
 def check_mean_flow_guidance(name: str, guidance: object) -> float:
@@ -430,7 +419,7 @@ class MeanFlowDiTSampler(TorchSampler):
         g = check_mean_flow_guidance(name, c.guidance if guidance is None else guidance)
         t_min, t_max = check_interval(name, (c.interval_min, c.interval_max) if guidance_interval is None
                                       else guidance_interval)
-        k = check_steps(name, c.num_steps if num_steps is None else num_steps)
+        k = check_num_steps(name, c.num_steps if num_steps is None else num_steps)
         n, dev = noise.shape[0], noise.device
 
         def scalar(value: float) -> torch.Tensor:
@@ -450,45 +439,49 @@ class MeanFlowDiTSampler(TorchSampler):
 
 def validate(name: str, config: MeanFlowDiTConfig, *, head_dim_multiple: int = 2) -> MeanFlowDiTConfig:
     """Check the sizes and defaults of `config`; returns it with its defaults resolved."""
-    if config.input_size % config.patch_size:
-        raise InputError(f"{name}: input_size {config.input_size} is not a multiple of patch_size {config.patch_size}")
+    check_patch_grid(name, config.input_size, config.patch_size)
     if config.hidden_size % config.num_heads or (config.hidden_size // config.num_heads) % head_dim_multiple:
         raise InputError(f"{name}: hidden_size {config.hidden_size} / num_heads {config.num_heads} must be a "
                          f"whole head width divisible by {head_dim_multiple} (rotary positions turn channel pairs)")
     if not 0 <= config.head_depth <= config.depth:
         raise InputError(f"{name}: head_depth {config.head_depth} must lie in [0, depth={config.depth}]")
-    check_steps(name, config.num_steps)
+    check_num_steps(name, config.num_steps)
     config = resolve_defaults(config)
     check_mean_flow_guidance(name, config.guidance)
     check_interval(name, (config.interval_min, config.interval_max))
     return config
 
 
-def make_sampler(name: str, config: MeanFlowDiTConfig, make_net: Callable[[], IMFDiT], *, family: str, space: str,
-                 checkpoint: CheckpointRef | None, device: torch.device, dtype: torch.dtype, noise_scale: float = 1.0,
-                 vae: str | None = None, vae_spec: VAESpec = IMF_VAE,
-                 ignore: Callable[[str], bool] | None = None, ignore_reason: str = "") -> MeanFlowDiTSampler:
-    """Build the network with `make_net` on `device`, load `checkpoint` (reference keys mapped by
-    `reference_key`, `ignore`d keys named in a warning) and wrap it in the sampler."""
-    check_space(name, space)
-    with torch.device(device):
-        net = make_net()
-    net = net.to(dtype)
-    weights = RANDOM_INIT
-    if checkpoint:
-        weights = load_checkpoint(net, checkpoint, rename=reference_key, ignore=ignore, ignore_reason=ignore_reason)
-    info = ModelInfo(
-        name=name, family=family, params=count_params(net), nfe=config.num_steps, sequential_steps=config.num_steps,
-        space=space, sample_shape=(config.in_channels, config.input_size, config.input_size),
-        image_size=decoded_side(space, config.input_size), num_classes=config.num_classes,
-        gflops=net.flops() / 1e9, weights=weights)
-    return MeanFlowDiTSampler(info, net, config, device=device, dtype=dtype, noise_scale=noise_scale, vae=vae,
-                              vae_spec=vae_spec)
+def build_mean_flow_dit(name: str, config: MeanFlowDiTConfig, make_net: Callable[[], IMFDiT], *, family: str,
+                        space: str, checkpoint: CheckpointRef | str | None, device: str | torch.device,
+                        dtype: torch.dtype, layout: Layout = Layout(rename=reference_key),
+                        **sampler_options: Any) -> MeanFlowDiTSampler:
+    """The builder iMF and pMF share (`adapters.builder.build_sampler`): the network from
+    `make_net`, a checkpoint read through `layout` (the reference's keys mapped by
+    `reference_key`), one evaluation per step, and the sampler with `sampler_options`
+    (``noise_scale``, ``vae``, ``vae_spec``; see `MeanFlowDiTSampler`)."""
+
+    def describe(net: IMFDiT) -> dict:
+        return dict(nfe=config.num_steps, sequential_steps=config.num_steps, num_classes=config.num_classes,
+                    **sample_fields(space, config.in_channels, config.input_size))
+
+    return build_sampler(name, family, make_net=make_net, describe=describe, checkpoint=checkpoint, device=device,
+                         dtype=dtype, layout=layout,
+                         sampler=lambda info, net: MeanFlowDiTSampler(info, net, config, device=torch.device(device),
+                                                                      dtype=dtype, **sampler_options))
 
 
-def build(name: str, config: IMFConfig, *, checkpoint=None, device="cpu", dtype=torch.float32) -> MeanFlowDiTSampler:
+def build(name: str, config: IMFConfig, *, checkpoint: CheckpointRef | str | None = None,
+          device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> MeanFlowDiTSampler:
     """Registry builder of the iMF ids (see `adapters.load_sampler`): a latent model decoded by
-    sd-vae-ft-mse with the reference's per-channel normalisation (`IMF_VAE`)."""
+    sd-vae-ft-mse with the reference's per-channel normalisation (`IMF_VAE`).
+
+    Example::
+
+        >>> s = build("imf-b2", IMFConfig(hidden_size=64, depth=2, num_heads=4, head_depth=1, input_size=8))
+        >>> s.info.nfe, s.info.sample_shape, s.config.guidance  # omega 8 from reference_settings
+        (1, (4, 8, 8), 7.0)
+    """
     config = validate(name, config)
 
     def make_net() -> IMFDiT:
@@ -496,5 +489,5 @@ def build(name: str, config: IMFConfig, *, checkpoint=None, device="cpu", dtype=
                       hidden_size=config.hidden_size, depth=config.depth, num_heads=config.num_heads,
                       mlp_hidden=mlp_hidden(config), num_classes=config.num_classes, head_depth=config.head_depth)
 
-    return make_sampler(name, config, make_net, family=FAMILY, space="latent", checkpoint=checkpoint,
-                        device=torch.device(device), dtype=dtype, vae=config.vae, vae_spec=IMF_VAE)
+    return build_mean_flow_dit(name, config, make_net, family=FAMILY, space="latent", checkpoint=checkpoint,
+                               device=device, dtype=dtype, vae=config.vae, vae_spec=IMF_VAE)

@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -34,9 +33,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from adapters.api.errors import InputError
 from adapters.api.devices import jax_devices, require_jax
-from adapters.api.sampler import ModelInfo, NonFiniteSampleError, check_generate_inputs, check_guidance
+from adapters.api.errors import InputError
+from adapters.api.sampler import (
+    ModelInfo,
+    NonFiniteSampleError,
+    check_generate_inputs,
+    check_guidance,
+)
 
 DTYPES = ("float32", "bfloat16", "float16")
 # Parts a compiled call can cover (the sweep's `decode` column values).

@@ -21,9 +21,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from adapters.api.errors import InputError
 from adapters.jax.convert import StateDictReader
 from adapters.vae import SD_VAE_CONFIG, LatentNorm
-from adapters.api.errors import InputError
 
 # decoder + post_quant_conv of sd-vae-ft-ema, as `SDVAEDecoder.params` counts them.
 DECODER_PARAMS = 49_490_199

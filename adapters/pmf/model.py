@@ -40,14 +40,26 @@ unaffected, quality numbers meaningless (rows say "random-init").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from adapters.imf.model import (ROPE_THETA, IMFDiT, MeanFlowDiTConfig, MeanFlowDiTSampler, _help, make_sampler,
-                                mlp_hidden, validate)
+from adapters.api.checkpoint import CheckpointRef
+from adapters.api.config import option
 from adapters.api.errors import InputError
+from adapters.base import check_positive_int
+from adapters.builder import Layout
+from adapters.imf.model import (
+    ROPE_THETA,
+    IMFDiT,
+    MeanFlowDiTConfig,
+    MeanFlowDiTSampler,
+    build_mean_flow_dit,
+    mlp_hidden,
+    reference_key,
+    validate,
+)
 
 FAMILY = "pmf"
 T_FLOOR = 0.05  # u = (z - x) / max(t, T_FLOOR), the reference's clamp
@@ -142,27 +154,33 @@ def pmf_mlp_hidden(config: MeanFlowDiTConfig) -> int:
 class PMFConfig(MeanFlowDiTConfig):
     """A pMF id's defaults (pMF-B/16 unless overridden)."""
 
-    input_size: int = field(default=256, metadata=_help("image side in pixels"))
-    patch_size: int = field(default=16, metadata=_help("patch side"))
-    in_channels: int = field(default=3, metadata=_help("image channels"))
-    depth: int = field(default=16, metadata=_help("transformer blocks, u head included"))
-    bottleneck_channels: int = field(default=128, metadata=_help("patch embedding bottleneck (256 for pMF-H)"))
-    noise_scale: float = field(default=1.0, metadata=_help(
-        "std of the initial noise (the reference's noise_scale); generate's noise is standard normal"))
-    reference_settings: tuple[tuple[int, float, float, float], ...] = field(
-        default=((1, 7.5, 0.1, 0.8),),
-        metadata=_help("(num_steps, omega, t_min, t_max) of the reference README's evaluation commands"))
+    input_size: int = option(256, "image side in pixels")
+    patch_size: int = option(16, "patch side")
+    in_channels: int = option(3, "image channels")
+    depth: int = option(16, "transformer blocks, u head included")
+    bottleneck_channels: int = option(128, "patch embedding bottleneck (256 for pMF-H)")
+    noise_scale: float = option(
+        1.0, "std of the initial noise (the reference's noise_scale); generate's noise is standard normal")
+    reference_settings: tuple[tuple[int, float, float, float], ...] = option(
+        ((1, 7.5, 0.1, 0.8),), "(num_steps, omega, t_min, t_max) of the reference README's evaluation commands")
 
 
-def build(name: str, config: PMFConfig, *, checkpoint=None, device="cpu", dtype=torch.float32) -> MeanFlowDiTSampler:
-    """Registry builder of the pMF ids (see `adapters.load_sampler`): pixel space, no decoder."""
+def build(name: str, config: PMFConfig, *, checkpoint: CheckpointRef | str | None = None,
+          device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> MeanFlowDiTSampler:
+    """Registry builder of the pMF ids (see `adapters.load_sampler`): pixel space, no decoder.
+
+    Example::
+
+        >>> s = build("pmf-b16", PMFConfig(hidden_size=64, depth=2, num_heads=4, head_depth=1, input_size=32,
+        ...                                 bottleneck_channels=8))
+        >>> s.info.space, s.info.sample_shape, s.decoder is None
+        ('pixel', (3, 32, 32), True)
+    """
     config = validate(name, config, head_dim_multiple=4)  # 2-D rotary positions split a head in four
     if isinstance(config.noise_scale, bool) or not isinstance(config.noise_scale, (int, float)) \
             or not 0 < config.noise_scale < float("inf"):
         raise InputError(f"{name}: noise_scale must be a positive number, got {config.noise_scale!r}")
-    if isinstance(config.bottleneck_channels, bool) or not isinstance(config.bottleneck_channels, int) \
-            or config.bottleneck_channels < 1:
-        raise InputError(f"{name}: bottleneck_channels must be a positive integer, got {config.bottleneck_channels!r}")
+    check_positive_int(name, "bottleneck_channels", config.bottleneck_channels)
 
     def make_net() -> PMFDiT:
         return PMFDiT(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
@@ -170,6 +188,6 @@ def build(name: str, config: PMFConfig, *, checkpoint=None, device="cpu", dtype=
                       mlp_hidden=pmf_mlp_hidden(config), num_classes=config.num_classes,
                       head_depth=config.head_depth, bottleneck_channels=config.bottleneck_channels)
 
-    return make_sampler(name, config, make_net, family=FAMILY, space="pixel", checkpoint=checkpoint,
-                        device=torch.device(device), dtype=dtype, noise_scale=config.noise_scale,
-                        ignore=ignored_key, ignore_reason=IGNORED_REASON)
+    return build_mean_flow_dit(name, config, make_net, family=FAMILY, space="pixel", checkpoint=checkpoint,
+                               device=device, dtype=dtype, noise_scale=config.noise_scale,
+                               layout=Layout(rename=reference_key, ignore=ignored_key, ignore_reason=IGNORED_REASON))

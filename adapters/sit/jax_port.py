@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adapters.api.errors import InputError
 from adapters.api.sampler import check_guidance
+from adapters.base import check_guided_labels, check_num_steps
 from adapters.flowmatch import jax_port as dit
 from adapters.jax.layers import scale_by
 from adapters.jax.sampler import port_loader
@@ -36,7 +36,6 @@ from adapters.sit.model import (
     FAMILY,
     GUIDED_CHANNELS,
     SiTConfig,
-    check_num_steps,
     check_solver,
 )
 
@@ -81,16 +80,13 @@ def make_generate(config: SiTConfig, family: str = FAMILY, *, name: str | None =
     if family != FAMILY:
         raise ValueError(f"family must be {FAMILY!r}, got {family!r}")
     name = name or family
-    net = dit.DiT(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
-                  hidden_size=config.hidden_size, depth=config.depth, num_heads=config.num_heads,
-                  mlp_ratio=config.mlp_ratio, num_classes=config.num_classes, two_times=False, time_scale=1.0)
+    net = dit.make_dit(config, two_times=False, time_scale=1.0)  # SiT's net: the RF DiT on raw t
     null_class = config.num_classes
 
     def generate(params: Mapping[str, Any], noise: jax.Array, labels: jax.Array | None, *, guidance: float,
                  num_steps: int | None = None, solver: str | None = None) -> jax.Array:
         g = check_guidance(name, guidance)
-        if labels is None and g != 0.0:
-            raise InputError(f"{name}: guidance {g} needs class labels; pass labels or guidance=0")
+        check_guided_labels(name, g, labels)
         k = check_num_steps(name, config.num_steps if num_steps is None else num_steps)
         solver = check_solver(name, config.solver if solver is None else solver)
         n = noise.shape[0]

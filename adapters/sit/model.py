@@ -55,10 +55,16 @@ import torch
 from adapters.api.checkpoint import CheckpointRef, CheckpointWarning
 from adapters.api.config import option
 from adapters.api.errors import InputError
-from adapters.api.sampler import ModelInfo, check_guidance, decoded_side
-from adapters.base import TorchSampler
-from adapters.builder import Layout, build_sampler
-from adapters.flowmatch.model import DiT
+from adapters.api.sampler import ModelInfo, check_guidance
+from adapters.base import (
+    TorchSampler,
+    check_guided_labels,
+    check_heads,
+    check_num_steps,
+    check_patch_grid,
+)
+from adapters.builder import Layout, build_sampler, sample_fields
+from adapters.flowmatch.model import DiT, DiTSize
 from adapters.vae import SD_FT_MSE
 
 FAMILY = "sit"
@@ -68,28 +74,13 @@ GUIDED_CHANNELS = 3  # forward_with_cfg guides channels [:3] only
 
 
 @dataclass(frozen=True)
-class SiTConfig:
-    """Defaults of one SiT id (SiT-B/2 here); every field can be overridden in `load_sampler`."""
+class SiTConfig(DiTSize):
+    """Defaults of one SiT id (SiT-B/2 here: `DiTSize`'s); every field can be overridden in `load_sampler`."""
 
-    hidden_size: int = option(768, "transformer width")
-    depth: int = option(12, "transformer blocks")
-    num_heads: int = option(12, "attention heads")
-    mlp_ratio: float = option(4.0, "MLP hidden width / width")
-    patch_size: int = option(2, "latent patch side")
-    input_size: int = option(32, "latent side (image side / 8)")
-    in_channels: int = option(4, "latent channels")
-    num_classes: int = option(1000, "class count (the null class is extra)")
     num_steps: int = option(1, "default ODE steps from t = 0 (noise) to 1 (data)")
     solver: str = option("euler", "default ODE solver: euler or heun (torchdiffeq's heun2)")
     guidance: float = option(0.0, "default guidance g (0 = none); SiT's cfg scale is 1 + g")
     vae: str | None = option(None, "sd-vae-ft-mse folder or hub id (see adapters.vae)")
-
-
-def check_num_steps(name: str, num_steps: object) -> int:
-    """`num_steps` if it is a positive int; anything else is an InputError."""
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise InputError(f"{name}: num_steps must be a positive integer, got {num_steps!r}")
-    return num_steps
 
 
 def check_solver(name: str, solver: object) -> str:
@@ -156,8 +147,7 @@ class SiTSampler(TorchSampler):
                   num_steps: int | None = None, solver: str | None = None) -> torch.Tensor:
         name = self.info.name
         g = check_guidance(name, self.config.guidance if guidance is None else guidance)
-        if labels is None and g != 0.0:
-            raise InputError(f"{name}: guidance {g} needs class labels; pass labels or guidance=0")
+        check_guided_labels(name, g, labels)
         k = check_num_steps(name, self.config.num_steps if num_steps is None else num_steps)
         solver = check_solver(name, self.config.solver if solver is None else solver)
         times = torch.linspace(0.0, 1.0, k + 1, dtype=torch.float64).tolist()
@@ -194,23 +184,18 @@ def build(name: str, config: SiTConfig, *, checkpoint: CheckpointRef | str | Non
     steps = check_num_steps(name, config.num_steps)
     solver = check_solver(name, config.solver)
     guidance = check_guidance(name, config.guidance)
-    if config.input_size % config.patch_size:
-        raise InputError(f"{name}: input_size {config.input_size} is not a multiple of patch_size {config.patch_size}")
-    if config.hidden_size % config.num_heads:
-        raise InputError(f"{name}: hidden_size {config.hidden_size} is not divisible by num_heads {config.num_heads}")
+    check_patch_grid(name, config.input_size, config.patch_size)
+    check_heads(name, config.hidden_size, config.num_heads)
     if config.in_channels < GUIDED_CHANNELS:
         raise InputError(f"{name}: in_channels must be at least {GUIDED_CHANNELS} (SiT guides channels 0-2), "
                          f"got {config.in_channels}")
 
     def make_net() -> DiT:
-        return DiT(input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
-                   hidden_size=config.hidden_size, depth=config.depth, num_heads=config.num_heads,
-                   mlp_ratio=config.mlp_ratio, num_classes=config.num_classes, time_scale=1.0)
+        return DiT.from_size(config, time_scale=1.0)  # SiT's times are raw t in [0, 1]
 
     def describe(net: DiT) -> dict:
-        return dict(nfe=nfe(steps, solver, guidance), sequential_steps=steps * EVALS_PER_STEP[solver], space="latent",
-                    sample_shape=(config.in_channels, config.input_size, config.input_size),
-                    image_size=decoded_side("latent", config.input_size), num_classes=config.num_classes)
+        return dict(nfe=nfe(steps, solver, guidance), sequential_steps=steps * EVALS_PER_STEP[solver],
+                    num_classes=config.num_classes, **sample_fields("latent", config.in_channels, config.input_size))
 
     return build_sampler(name, FAMILY, make_net=make_net, describe=describe, checkpoint=checkpoint, device=device,
                          dtype=dtype, layout=Layout(convert=lambda sd, what: drop_learned_sigma(sd, config, what)),

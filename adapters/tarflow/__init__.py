@@ -1,13 +1,17 @@
 """TARFlow (apple/ml-tarflow) and iTARFlow (BiFlow's latent teacher): one family, many configs.
 
-`model` holds the network (state_dict-compatible with apple/ml-tarflow) and its sampler
-(sequential, Jacobi and Gauss-Seidel-Jacobi decoding, guidance, denoising); `jax_port` the
-Flax port; `train` the maximum-likelihood objective of the mini track. This module
-registers the size variants from one table.
+`config` holds `TARFlowConfig`; `network` the torch network (state_dict-compatible with
+apple/ml-tarflow) and its decoding passes; `sampler` the sampler (sequential, Jacobi and
+Gauss-Seidel-Jacobi decoding, guidance, denoising) and the registry's builder; `guidance`
+what both backends share of guidance; `gsjacobi` the parallel-decoding schedules and plans;
+`jax_network` and `jax_port` the Flax port (network and conversion, decoding loops); `train`
+the maximum-likelihood objective of the mini track. This module registers the size variants
+from one table.
 """
 
 from adapters.api.registry import Size, register_sizes
-from adapters.tarflow.model import FAMILY, TARFlowConfig, build
+from adapters.tarflow.config import TARFlowConfig
+from adapters.tarflow.sampler import FAMILY, build
 from adapters.vae import SD_VAE_DECODER
 
 # Pixel-space TARFlow (Zhai et al., arXiv 2412.06329), named P-Ch-T-K-sigma in the paper;

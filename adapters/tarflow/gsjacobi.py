@@ -43,8 +43,8 @@ from typing import Any
 
 import torch
 
-from adapters.layers import patchify
 from adapters.api.errors import InputError
+from adapters.layers import patchify
 
 SEQUENTIAL, JACOBI, GS_JACOBI = "sequential", "jacobi", "gs-jacobi"
 DECODINGS = (SEQUENTIAL, JACOBI, GS_JACOBI)
@@ -252,7 +252,7 @@ def gs_jacobi_metrics(net, x: torch.Tensor, labels: torch.Tensor | None = None, 
       exp(a(x^(0))) + b(x^(0)) is the first Jacobi pass from that guess.
 
     Args:
-        net: an `adapters.tarflow.model.TARFlow` (a sampler's ``.net``).
+        net: an `adapters.tarflow.network.TARFlow` (a sampler's ``.net``).
         x: data in model space, (N, C, H, W), as the model was trained on (the authors use
             clean training images).
         labels: (N,) class ids, or None for the mean class embedding (the authors' choice).

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from adapters.api.training import Objective, Trainable
-from adapters.tarflow.model import TARFlow
+from adapters.tarflow.network import TARFlow
 
 LABEL_DROP = 0.1  # fraction of a batch trained unconditionally (mean class embedding)
 

@@ -9,8 +9,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from adapters import flowmatch, load_sampler, model_info
-from adapters.flowmatch.model import DiT, sincos_pos_embed_2d
 from adapters.api.errors import InputError
+from adapters.flowmatch.model import DiT, sincos_pos_embed_2d
 
 TINY = dict(hidden_size=32, depth=2, num_heads=2, input_size=8, num_classes=10, in_channels=4, space="latent")
 LABELS = torch.tensor([0, 3, 9])
@@ -236,6 +236,8 @@ def test_bad_inputs_are_input_errors():
     with pytest.raises(InputError, match="guidance must be a finite number"):
         s.generate(_noise(), LABELS, guidance=float("nan"))
     with pytest.raises(InputError, match="steps must be a positive integer"):
+        load_sampler("rf-mini", **TINY, steps=0)
+    with pytest.raises(InputError, match="steps must be an integer, got 1.5"):  # the field's type, checked first
         load_sampler("rf-mini", **TINY, steps=1.5)
     with pytest.raises(InputError, match="not divisible by num_heads"):
         model_info("rf-mini", **{**TINY, "num_heads": 3})

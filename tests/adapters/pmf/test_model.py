@@ -17,9 +17,9 @@ import adapters.pmf
 import adapters.pmf.model
 from adapters import load_sampler, model_info
 from adapters.api.checkpoint import CheckpointWarning
+from adapters.api.errors import InputError
 from adapters.imf.model import reference_key
 from adapters.pmf.model import PMFDiT
-from adapters.api.errors import InputError
 
 REPO = ("pmf", "Lyy-iiis/pMF")
 REF_TINY = dict(depth=3, hidden_size=64, patch_size=4, num_heads=4, aux_head_depth=1)
@@ -322,7 +322,8 @@ def test_bad_sampling_options_are_input_errors(kwargs, match):
 
 @pytest.mark.parametrize("overrides,match", [
     (dict(noise_scale=0.0), "noise_scale must be a positive number"),
-    (dict(noise_scale=float("nan")), "noise_scale must be a positive number"),
+    (dict(noise_scale=-2.0), "noise_scale must be a positive number"),
+    (dict(noise_scale=float("nan")), "noise_scale must be a finite number, got nan"),  # the field's type, checked first
     (dict(bottleneck_channels=0), "bottleneck_channels must be a positive integer"),
     (dict(num_heads=32), "divisible by 4"),  # head width 2: no channel pair per axis
     (dict(interval_min=1.2), "must satisfy 0 <= t_min <= t_max <= 1"),

@@ -14,9 +14,14 @@ import pytest
 import torch
 
 from adapters import load_sampler
-from adapters.tarflow.gsjacobi import (BlockMetrics, gs_jacobi_metrics, gs_jacobi_plan, resolve_schedules,
-                                       segment_bounds)
 from adapters.api.errors import InputError
+from adapters.tarflow.gsjacobi import (
+    BlockMetrics,
+    gs_jacobi_metrics,
+    gs_jacobi_plan,
+    resolve_schedules,
+    segment_bounds,
+)
 
 TOY = dict(img_size=4, in_channels=1, patch_size=2, channels=32, head_dim=32, num_blocks=2, layers_per_block=1,
            num_classes=3, noise_std=0.05)  # T = 4 tokens of width D = 4

@@ -1,8 +1,8 @@
 """Flax TARFlow port: parity with the torch adapter on the same weights and noise, the token
 loop compiled once, option checks and conversion errors.
 
-The reference is `adapters.tarflow.model.TARFlowSampler` (itself tested against a brute-force
-solve in tests/adapters/test_tarflow.py), run on tiny configurations whose every parameter
+The reference is `adapters.tarflow.sampler.TARFlowSampler` (itself tested against a brute-force
+solve in tests/adapters/tarflow/test_network.py), run on tiny configurations whose every parameter
 is perturbed with a seeded generator, so proj_out (zero at init), the class embeddings and
 the prior variance all do real work.
 """
@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from adapters import load_sampler
-
-from adapters.tarflow.jax_port import FAMILY_OPTIONS, TARFlow, convert_params, iteration_stats, make_generate
-from adapters.tarflow.model import TARFlowConfig
 from adapters.api.errors import InputError
+from adapters.tarflow.config import TARFlowConfig
+from adapters.tarflow.jax_network import TARFlow, convert_params
+from adapters.tarflow.jax_port import FAMILY_OPTIONS, iteration_stats, make_generate
 
 # T = (8/2)^2 = 16 tokens; two blocks so both token orders are exercised.
 TINY = dict(img_size=8, in_channels=3, patch_size=2, channels=64, num_blocks=2, layers_per_block=2,
@@ -222,6 +222,10 @@ def test_bad_options_raise_input_error(options, match):
     config = TARFlowConfig(**TINY)
     with pytest.raises(InputError, match=match):  # raised while tracing, before any compute
         make_generate(config, "tarflow")({}, jnp.zeros((1, 3, 8, 8)), None, **options)
+
+
+def test_port_options_are_the_torch_samplers():
+    assert set(FAMILY_OPTIONS) == set(load_sampler("tarflow", **TINY).family_options)
 
 
 def test_conversion_names_every_problem():

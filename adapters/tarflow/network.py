@@ -1,90 +1,41 @@
-"""TARFlow and iTARFlow: transformer autoregressive flows (one family, many configs).
+"""TARFlow's network in torch: state_dict-compatible with apple/ml-tarflow's ``Model``.
 
-The network follows apple/ml-tarflow (`transformer_flow.py`) module for module and name for
-name, so a ``state_dict`` saved from the reference ``Model`` (for example the released
-``afhq_model_8_768_8_8_0.07.pth``) loads unchanged. Sampling is our own code:
+The modules follow the reference's `transformer_flow.py` module for module and name for
+name, so a ``state_dict`` saved from the reference (for example the released
+``afhq_model_8_768_8_8_0.07.pth``) loads unchanged. The decoding passes are our own:
 
-* sequential decoding with preallocated key/value caches, one token per step, with the
-  guided and unguided passes stacked in one batch (so guidance doubles the work of each
-  step, not the number of steps);
-* Jacobi decoding: a parallel fixed-point iteration over whole blocks, stopped at a
-  tolerance or an iteration cap; exact after ``T - 1`` iterations;
-* Gauss-Seidel-Jacobi decoding (arXiv 2505.12849): Jacobi passes over contiguous segments
-  of each block, one segment after the other, with the finished segments' keys and values
-  cached; the schedules, options and the paper's block metrics are in `gsjacobi`;
-* classifier-free guidance as in the reference (``a += g * (a - a_uncond)``, the same for
-  ``b``), constant or annealed ``g_i = (i + 1) / (T - 1) * g``, with an attention
-  temperature on the unconditional pass;
-* the score-based denoising step ``x <- x + sigma^2 * grad log p(x)`` after sampling.
+* `MetaBlock.reverse`: sequential decoding with preallocated key/value caches, one token
+  per step, the guided and unguided passes stacked in one batch (so guidance doubles the
+  work of each step, not the number of steps);
+* `MetaBlock.reverse_parallel`: Jacobi and Gauss-Seidel-Jacobi decoding (arXiv
+  2505.12849), parallel fixed-point passes over contiguous segments of a block, the
+  finished segments' keys and values cached (schedules in `adapters.tarflow.gsjacobi`);
+* guidance of the affine outputs (`adapters.tarflow.guidance`), constant or annealed
+  ``g_i = (i + 1) / (T - 1) * g``, with an attention temperature on the unconditional pass.
 
-iTARFlow is the "improved TARFlow" that BiFlow (arXiv 2512.10953) uses as its forward model:
-the same network on the SD-VAE latent, with the affine outputs clipped to ``[-c, c]``.
+`TARFlow.flops` counts one data-to-noise pass. The sampler that drives these passes is
+`adapters.tarflow.sampler`; the Flax port of this module is `adapters.tarflow.jax_network`.
 
 Example::
 
-    >>> from adapters import load_sampler
-    >>> s = load_sampler("tarflow", img_size=32, in_channels=3, patch_size=4, channels=64,
-    ...                  num_blocks=2, layers_per_block=2, num_classes=10, noise_std=0.05)
-    >>> z = torch.randn(2, *s.info.sample_shape)
-    >>> s.generate(z, torch.tensor([3, 7]), guidance=1.5, annealed_guidance=True).shape
-    torch.Size([2, 3, 32, 32])
+    >>> net = TARFlow(TARFlowConfig(img_size=8, patch_size=2, channels=64, num_blocks=2, layers_per_block=1,
+    ...                             num_classes=10))
+    >>> z, logdet = net(torch.randn(2, 3, 8, 8), torch.tensor([1, 2]))
+    >>> z.shape, logdet.shape
+    (torch.Size([2, 16, 12]), torch.Size([2]))
 """
 
 from __future__ import annotations
-
-import inspect
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.base import TorchSampler, count_params
-from adapters.api.checkpoint import load_checkpoint
-from adapters.layers import patchify, unpatchify
-from adapters.tarflow.gsjacobi import (GS_JACOBI, NOISE, SEQUENTIAL, BlockSchedule, resolve_schedules,
-                                       summarize_iterations)
 from adapters.api.errors import InputError
-from adapters.api.sampler import RANDOM_INIT, ModelInfo, check_guidance, check_space
-
-FAMILY = "tarflow"
-
-
-@dataclass(frozen=True)
-class TARFlowConfig:
-    """One TARFlow network and its sampling defaults; every field can be overridden.
-
-    The first eight fields are the reference ``Model`` constructor's arguments (its
-    ``in_channels``, ``img_size``, ``patch_size``, ``channels``, ``num_blocks``,
-    ``layers_per_block``, ``nvp``, ``num_classes``), so a reference checkpoint loads with
-    the same numbers.
-    """
-
-    img_size: int = 64  # side of the modelled array (pixels, or latent cells for iTARFlow)
-    in_channels: int = 3
-    patch_size: int = 2
-    channels: int = 768  # transformer width
-    num_blocks: int = 8  # flow blocks; the sequence direction flips on odd blocks
-    layers_per_block: int = 8
-    nvp: bool = True  # affine (scale and shift); False is the volume-preserving shift-only flow
-    num_classes: int = 1000  # 0 for an unconditional model
-    head_dim: int = 64  # fixed to 64 in the reference
-    expansion: int = 4  # MLP expansion, fixed to 4 in the reference
-    noise_std: float = 0.05  # training noise sigma; the denoising step uses sigma^2
-    affine_clip: float | None = None  # iTARFlow's "norm control": clamp (a, b) to [-c, c]
-    guidance: float = 0.0  # guidance scale used when generate(guidance=None)
-    denoise: bool = True  # run the score-based denoising step by default (the paper's sampler)
-    space: str = "pixel"  # "pixel" or "latent" (SD-VAE)
-    image_size: int | None = None  # decoded image side; None means img_size (pixel space)
-    vae: str | None = None  # SD-VAE weights (local folder or cached hub id) for latent models
-
-    @property
-    def num_patches(self) -> int:
-        return (self.img_size // self.patch_size) ** 2
-
-    @property
-    def token_dim(self) -> int:
-        return self.in_channels * self.patch_size**2
+from adapters.layers import patchify, unpatchify
+from adapters.tarflow.config import TARFlowConfig
+from adapters.tarflow.gsjacobi import NOISE, BlockSchedule
+from adapters.tarflow.guidance import guide
 
 
 def _exp(a: torch.Tensor) -> torch.Tensor:
@@ -297,17 +248,6 @@ class MetaBlock(nn.Module):
         q_scale[n:] = 1.0 / attn_temp
         return cls, q_scale
 
-    @staticmethod
-    def _guide(a: torch.Tensor, b: torch.Tensor, n: int, g: torch.Tensor | float,
-               guide_what: str) -> tuple[torch.Tensor, torch.Tensor]:
-        a_c, a_u = a[:n], a[n:]
-        b_c, b_u = b[:n], b[n:]
-        if "a" in guide_what:
-            a_c = a_c + g * (a_c - a_u)
-        if "b" in guide_what:
-            b_c = b_c + g * (b_c - b_u)
-        return a_c, b_c
-
     def reverse(self, z: torch.Tensor, y: torch.Tensor | None = None, guidance: float = 0.0,
                 guide_what: str = "ab", attn_temp: float = 1.0,
                 annealed_guidance: bool = False) -> torch.Tensor:
@@ -339,7 +279,7 @@ class MetaBlock(nn.Module):
             a, b = self._split(_step_linear(self.proj_out, h))  # (rows, D) each
             if guided:
                 g = (i + 1) / (t - 1) * guidance if annealed_guidance else guidance
-                a, b = self._guide(a, b, n, g, guide_what)
+                a, b = guide(a, b, n, g, guide_what)
             x[:, i + 1] = x[:, i + 1] * _exp(a) + b
         return self._permute(x)
 
@@ -398,7 +338,7 @@ class MetaBlock(nn.Module):
                 a, b, window_kv = self._affine_window(torch.cat([inp, inp]) if guided else inp, lo - 1, caches,
                                                       cls, q_scale)
                 if guided:
-                    a, b = self._guide(a, b, n, g[:, lo:hi] if torch.is_tensor(g) else g, guide_what)
+                    a, b = guide(a, b, n, g[:, lo:hi] if torch.is_tensor(g) else g, guide_what)
                 new = zp[:, lo:hi] * _exp(a) + b  # (N, W, D)
                 moved = (new - x[:, lo:hi]).abs().amax(dim=(1, 2))  # (N,)
                 x[:, lo:hi] = torch.where(active.view(n, 1, 1), new, x[:, lo:hi])
@@ -423,6 +363,7 @@ class TARFlow(nn.Module):
 
     def __init__(self, config: TARFlowConfig):
         super().__init__()
+        self.config = config
         self.img_size = config.img_size
         self.patch_size = config.patch_size
         self.blocks = nn.ModuleList(
@@ -470,186 +411,17 @@ class TARFlow(nn.Module):
                                                           annealed_guidance, tol=jacobi_tol)
         return unpatchify(x, self.patch_size, (self.img_size, self.img_size)), passes
 
+    def flops(self) -> int:
+        """FLOPs (multiply-add = 2) of one full data-to-noise pass for one sample.
 
-def forward_flops(config: TARFlowConfig) -> int:
-    """FLOPs (multiply-add = 2) of one full data-to-noise pass for one sample.
-
-    Counts the matrix products, as `torch.utils.flop_counter.FlopCounterMode` does: the
-    causal attention is counted as the full T x T products the kernel computes. The
-    sequential sampler does the same linear-layer work (one token per step) and about half
-    the attention work.
-    """
-    t, d, c = config.num_patches, config.token_dim, config.channels
-    out = 2 * d if config.nvp else d
-    per_layer = 2 * t * c * (3 * c + c + 2 * config.expansion * c) + 4 * t * t * c
-    per_block = 2 * t * d * c + config.layers_per_block * per_layer + 2 * t * c * out
-    return config.num_blocks * per_block
-
-
-def _check_config(name: str, c: TARFlowConfig) -> None:
-    positive = ("img_size", "in_channels", "patch_size", "channels", "num_blocks", "layers_per_block",
-                "head_dim", "expansion")
-    bad = [f"{f}={getattr(c, f)}" for f in positive if getattr(c, f) < 1]
-    if bad:
-        raise InputError(f"{name}: these config values must be positive integers: {', '.join(bad)}")
-    if c.img_size % c.patch_size:
-        raise InputError(f"{name}: img_size ({c.img_size}) must be a multiple of patch_size ({c.patch_size})")
-    if c.num_patches < 2:
-        raise InputError(f"{name}: img_size/patch_size gives {c.num_patches} token(s); at least 2 are needed")
-    if c.channels % c.head_dim:
-        raise InputError(f"{name}: channels ({c.channels}) must be a multiple of head_dim ({c.head_dim})")
-    if c.num_classes < 0 or c.noise_std < 0 or c.guidance < 0:
-        raise InputError(f"{name}: num_classes, noise_std and guidance must be >= 0")
-    if c.affine_clip is not None and c.affine_clip <= 0:
-        raise InputError(f"{name}: affine_clip must be positive or None, got {c.affine_clip}")
-    check_space(name, c.space)
-    if c.space == "latent" and c.image_size is None:
-        raise InputError(f"{name}: a latent-space model needs image_size (the decoded side, e.g. 256)")
-
-
-class TARFlowSampler(TorchSampler):
-    """A TARFlow behind the `Sampler` interface (see `_generate` for the options)."""
-
-    net: TARFlow
-
-    def __init__(self, info: ModelInfo, net: TARFlow, config: TARFlowConfig, *, device: torch.device,
-                 dtype: torch.dtype):
-        super().__init__(info, net.requires_grad_(False), device=device, dtype=dtype, vae=config.vae)
-        self.config = config
-
-    def compile(self, backend: str = "inductor") -> str:
-        """torch.compile what sampling runs: each layer's one-token `step` (the sequential
-        loop calls it num_blocks * (T - 1) times per layer), each block's window pass
-        (Jacobi and GS-Jacobi) and the full forward (the denoising step). The token index,
-        window length and prefix length change from call to call, so `step` and the window
-        pass are compiled with dynamic shapes, once, rather than once per shape."""
-        for block in self.net.blocks:
-            for layer in block.attn_blocks:
-                layer.step = torch.compile(layer.step, backend=backend, dynamic=True)
-            block._affine_window = torch.compile(block._affine_window, backend=backend, dynamic=True)
-        self.net.compile(backend=backend, dynamic=False)
-        return "layer.step+block.window+net"
-
-    # The options that choose a parallel decoding; without them decoding is sequential, exact.
-    PARALLEL_OPTIONS = ("decoding", "jacobi_tol", "jacobi_max_iters", "jacobi_init", "gs_segments")
-
-    def exact_options(self, options: dict) -> dict:
-        """`options` decoded sequentially (unchanged if they are): the reference setting the
-        quality gate (`harness.quality`) holds a Jacobi or GS-Jacobi setting to."""
-        if options.get("decoding", SEQUENTIAL) == SEQUENTIAL:
-            return dict(options)
-        return {**{k: v for k, v in options.items() if k not in self.PARALLEL_OPTIONS}, "decoding": SEQUENTIAL}
-
-    def check_options(self, **options) -> None:
-        """Raise InputError for bad decoding options before anything is sampled."""
-        defaults = inspect.signature(self._generate).parameters
-        given = {k: options.get(k, defaults[k].default) for k in self.PARALLEL_OPTIONS}
-        resolve_schedules(self.info.name, self.config.num_blocks, self.config.num_patches, **given)
-
-    def _generate(self, noise: torch.Tensor, labels: torch.Tensor | None, guidance: float | None, *,
-                  annealed_guidance: bool = False, attn_temp: float = 1.0, guide_what: str = "ab",
-                  denoise: bool | None = None, decoding: str = SEQUENTIAL, jacobi_tol: float = 1e-4,
-                  jacobi_max_iters: int | tuple[int | None, ...] | None = None,
-                  jacobi_init: str | tuple[str, ...] | None = None,
-                  gs_segments: int | tuple[int, ...] | None = None) -> torch.Tensor:
-        """Noise (N, *sample_shape) -> samples of the same shape.
-
-        Every call records its decoding passes in `last_stats` (keys in
-        `adapters.tarflow.gsjacobi`): ``iterations_per_block`` (block 0 first; T - 1 each
-        for sequential decoding), ``iterations_mean``, ``iterations_max`` and
-        ``iterations_total`` over blocks, and for "gs-jacobi" ``iterations_per_segment``.
-
-        Args:
-            noise: standard normal noise, (N, C, H, W) in model space.
-            labels: (N,) class ids, or None for the mean class embedding (or an
-                unconditional model).
-            guidance: classifier-free guidance scale g >= 0; None uses the config's
-                ``guidance``; 0 runs no unconditional pass.
-            annealed_guidance: scale g by (i + 1) / (T - 1) at token step i, as the
-                reference FID script does.
-            attn_temp: attention temperature of the unconditional pass.
-            guide_what: which affine outputs to guide: "ab", "a" or "b".
-            denoise: take the score step x + sigma^2 * grad log p(x) (one more forward and
-                backward pass); None uses the config's ``denoise``.
-            decoding: "sequential" (key/value-cached, token by token), "jacobi" (parallel
-                passes over whole blocks) or "gs-jacobi" (Jacobi passes over segments of
-                each block, one segment after the other; arXiv 2505.12849).
-            jacobi_tol: a segment (Jacobi: a block) stops for a sample once none of its
-                entries moves by more than this in one pass; 0 runs to the cap.
-            jacobi_max_iters: pass cap per segment; None means the segment's length (T - 1
-                for Jacobi), which is always exact. An int, or a tuple with one per block.
-            jacobi_init: initial guess, "noise" (x = z, the default) or "zeros" (z_0, then
-                zeros); one, or a tuple with one per block.
-            gs_segments: GS-Jacobi segments per block, 1 (Jacobi) to T - 1 (sequential); an
-                int, or a tuple with one per block, block 0 first. None: 1 for every block
-                (`gsjacobi.DEFAULT_GS_SEGMENTS`); `gsjacobi.gs_jacobi_plan` ranks the
-                blocks on data and gives the paper's per-block settings.
-
-        Example::
-
-            s = load_sampler("tarflow-imagenet64")
-            x = s.generate(torch.randn(4, 3, 64, 64), torch.arange(4), guidance=2.3,
-                           annealed_guidance=True, decoding="gs-jacobi",
-                           gs_segments=(1, 1, 1, 1, 1, 1, 8, 1), jacobi_tol=1e-3)
-            s.last_stats["iterations_per_block"]
+        Counts the matrix products, as `torch.utils.flop_counter.FlopCounterMode` does: the
+        causal attention is counted as the full T x T products the kernel computes. The
+        sequential sampler does the same linear-layer work (one token per step) and about half
+        the attention work.
         """
-        guidance = check_guidance(self.info.name, self.config.guidance if guidance is None else guidance)
-        denoise = self.config.denoise if denoise is None else denoise
-        if guidance < 0:
-            raise InputError(f"{self.info.name}: guidance must be >= 0, got {guidance}")
-        if attn_temp <= 0:
-            raise InputError(f"{self.info.name}: attn_temp must be positive, got {attn_temp}")
-        if not set(guide_what) <= {"a", "b"}:
-            raise InputError(f"{self.info.name}: guide_what must be made of 'a' and 'b', got {guide_what!r}")
-        schedules = resolve_schedules(self.info.name, self.config.num_blocks, self.config.num_patches,
-                                      decoding=decoding, jacobi_tol=jacobi_tol, jacobi_max_iters=jacobi_max_iters,
-                                      jacobi_init=jacobi_init, gs_segments=gs_segments)
-        tokens = patchify(noise, self.config.patch_size)  # (N, T, D)
-        x, passes = self.net.reverse(tokens, labels, guidance, guide_what, attn_temp, annealed_guidance,
-                                     schedules=schedules, jacobi_tol=jacobi_tol)
-        self.last_stats = summarize_iterations([sum(p) for p in passes], passes if decoding == GS_JACOBI else None)
-        if denoise and self.config.noise_std > 0:
-            x = self.denoise(x, labels)
-        return x
-
-    def denoise(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """One score step x + sigma^2 * grad_x log p(x | labels): Tweedie's estimate of the
-        clean sample, since training added N(0, sigma^2) noise to the data."""
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.net.log_prob(x, labels).sum(), x)
-        return (x + self.config.noise_std**2 * grad).detach()
-
-
-def build(name: str, config: TARFlowConfig, *, checkpoint: str | None, device: torch.device,
-          dtype: torch.dtype) -> TARFlowSampler:
-    """Registry builder: the network on `device` ("meta" allocates nothing), weights from
-    `checkpoint` if given."""
-    _check_config(name, config)
-    with torch.device(device):
-        net = TARFlow(config)
-    net = net.to(dtype)
-    weights = RANDOM_INIT if checkpoint is None else load_checkpoint(net, checkpoint)
-    t = config.num_patches
-    denoising = int(config.denoise and config.noise_std > 0)
-    info = ModelInfo(
-        name=name,
-        family=FAMILY,
-        params=count_params(net),
-        # Network evaluations of sampling: the token steps of all blocks add up to one full
-        # pass, two with guidance (the unconditional pass), plus one for the denoising
-        # step's forward pass when it runs (config.denoise, on by default as in the paper).
-        # Its backward pass (about two passes' worth of compute) is not an evaluation and
-        # is not counted, so MFU understates a denoised TARFlow by that much.
-        nfe=(2 if config.guidance > 0 else 1) + denoising,
-        # Guided and unguided passes share a batch, so guidance adds no sequential steps;
-        # the denoising forward is one more (parallel over tokens).
-        sequential_steps=config.num_blocks * (t - 1) + denoising,
-        space=config.space,
-        sample_shape=(config.in_channels, config.img_size, config.img_size),
-        image_size=config.image_size or config.img_size,
-        num_classes=config.num_classes,
-        gflops=forward_flops(config) / 1e9,
-        weights=weights,
-    )
-    return TARFlowSampler(info, net, config, device=device, dtype=dtype)
+        config = self.config
+        t, d, c = config.num_patches, config.token_dim, config.channels
+        out = 2 * d if config.nvp else d
+        per_layer = 2 * t * c * (3 * c + c + 2 * config.expansion * c) + 4 * t * t * c
+        per_block = 2 * t * d * c + config.layers_per_block * per_layer + 2 * t * c * out
+        return config.num_blocks * per_block
