@@ -17,7 +17,7 @@ from adapters.api.errors import InputError
 
 RANDOM_INIT = "random-init"
 SPACES = ("pixel", "latent")  # what `ModelInfo.space` may be
-LATENT_DOWNSAMPLE = 8  # the SD-VAE decodes a latent of side s to an image of side 8 s
+LATENT_DOWNSAMPLE = 8  # the SD-VAE decodes a latent of side s to an image of side 8 s (the default)
 
 
 @dataclass(frozen=True)
@@ -172,9 +172,10 @@ def check_space(name: str, space: str) -> str:
     return space
 
 
-def decoded_side(space: str, side: int) -> int:
-    """Side in pixels of the image that a sample of side `side` in `space` decodes to."""
-    return LATENT_DOWNSAMPLE * side if space == "latent" else side
+def decoded_side(space: str, side: int, downsample: int = LATENT_DOWNSAMPLE) -> int:
+    """Side in pixels of the image that a sample of side `side` in `space` decodes to, for a decoder
+    that upsamples by `downsample` (the SD-VAE's 8 by default; FACM's VA-VAE 16)."""
+    return downsample * side if space == "latent" else side
 
 
 def check_guidance(name: str, guidance: object) -> float:
