@@ -23,17 +23,20 @@ Rules:
   mode and batch size, with no interval.
 - Rows are sorted by FID rank within their comparison group (the most samples first; rows
   without a FID last), then by model and setting.
+- The Markdown shows ten columns, joining the setting's cells, each timing with its decoded
+  twin and device, and the source with its evidence and gate verdict; the CSV keeps them apart.
 """
 
 from __future__ import annotations
 
 from harness.leaderboard.choice import add_ranks, choose, comparison_group
-from harness.leaderboard.render import Table
+from harness.leaderboard.render import Table, joined
 from harness.leaderboard.rows import (
     QUALITY_KEY,
     SETTING,
     fid_cells,
     finite,
+    is_eager,
     is_random_weights,
     sort_number,
     teacher_exact,
@@ -49,6 +52,43 @@ LEADERBOARD_COLUMNS = (
     "speedup_ci_low", "speedup_ci_high", "speedup_decode", "speedup_decode_ci_low", "speedup_decode_ci_high",
     "fid", "fid_ci_low", "fid_ci_high", "is", "quality_n", "fid_reference", "weights", "evidence", "citation",
 )
+
+
+def _setting(t: Table, e: dict) -> str:
+    """``decoding=jacobi,jacobi_tol=0.001, bfloat16, compiled, b4``: options, dtype, compile mode, batch size."""
+    return joined(e["options"], e["dtype"], "" if is_eager(e["compiled"]) else "compiled",
+                  f"b{e['batch_size']}" if e["batch_size"] else "", sep=", ")
+
+
+def _fid(t: Table, e: dict) -> str:
+    """``6.50 [6.10, 6.90], N 1000``: ranks compare FIDs of equal N (and reference)."""
+    return joined(t.with_interval("fid", e), f"N {e['quality_n']}" if e["fid"] is not None and e["quality_n"] else "",
+                  sep=", ")
+
+
+def _times(t: Table, e: dict) -> str:
+    """``336.181; decoded 3873.596; cpu (AMD EPYC)``: the generator's ms per image, with the decode, where."""
+    gen, decoded = t.cell("ms_per_image", e["ms_per_image"]), t.cell("ms_per_image_decode", e["ms_per_image_decode"])
+    if not (gen or decoded):
+        return ""
+    where = e["device"] + (f" ({e['device_name']})" if e["device_name"] else "")
+    return joined(gen, f"decoded {decoded}" if decoded else "", where)
+
+
+def _speedups(t: Table, e: dict) -> str:
+    """``30.6 [29.6, 31.4]; decoded 3.7 [3.7, 3.9]; over itarflow-b2``."""
+    gen, decoded = t.with_interval("speedup", e), t.with_interval("speedup_decode", e)
+    if not (gen or decoded):
+        return ""
+    return joined(gen, f"decoded {decoded}" if decoded else "", f"over {e['teacher']}")
+
+
+def _source(t: Table, e: dict) -> str:
+    """``paper, secondary: arXiv 2512.10953`` or ``measured, reference, random weights: run ...``."""
+    random = "random weights" if e["source"] == "measured" and is_random_weights(e["weights"] or "") else ""
+    return f"{joined(e['source'], e['evidence'], e['quality'], random, sep=', ')}: {e['citation']}"
+
+
 BOARD = Table(
     "", LEADERBOARD_COLUMNS,
     decimals={"ms_per_image": 3, "ms_per_image_decode": 3, "speedup": 1, "speedup_ci_low": 1, "speedup_ci_high": 1,
@@ -56,6 +96,10 @@ BOARD = Table(
               "fid_ci_low": 2, "fid_ci_high": 2, "is": 1},
     # a ranked FID without an interval is marked "(no interval)"
     intervals={"fid": True, "speedup": False, "speedup_decode": False},
+    markdown_columns=("fid_rank", "model", "params", "nfe", "setting", "fid [95%], N", "is",
+                      "ms per image; decoded; device", "speed-up [95%]; decoded; over", "source"),
+    cells={"setting": _setting, "fid [95%], N": _fid, "ms per image; decoded; device": _times,
+           "speed-up [95%]; decoded; over": _speedups, "source": _source},
 )
 
 

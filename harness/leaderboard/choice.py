@@ -14,8 +14,8 @@ Rules (each applied here and nowhere else):
 - Ranks compare only FIDs of equal N, reference and Inception network (`comparison_group`);
   a FID's rank is one more than the FIDs resolved below it, so unresolved ones share a rank,
   and among FIDs without intervals ties share the lower rank (`resolved_ranks`, `add_ranks`).
-  The same resolution is what a frontier of quality against time needs: a point is
-  dominated only where `resolved_below` says so on an axis.
+  The same resolution makes the frontier of quality against time (`harness.leaderboard.frontier`):
+  a point is dominated only where `resolved_better` says so on an axis.
 - A timing the quality gate vouches for is its own reference or verified (`reference_like`);
   only such a timing may stand beside a paper's FID.
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
+from harness.leaderboard.rows import is_eager
 from harness.results import REFERENCE, VERIFIED
 from harness.timing.stats import interval_or_spread
 
@@ -86,14 +87,30 @@ def resolved_below(a: Estimate, b: Estimate, z: float = 1.96) -> bool:
     return a[0] < b[0] and b[0] - a[0] > z * math.sqrt(_se(a, z) ** 2 + _se(b, z) ** 2)
 
 
-def resolved_ranks(values: dict, z: float = 1.96) -> dict:
+def _negated(e: Estimate) -> Estimate:
+    value, lo, hi = e
+    return (-value, None if hi is None else -hi, None if lo is None else -lo)
+
+
+def resolved_better(a: Estimate, b: Estimate, higher_is_better: bool = False, z: float = 1.96) -> bool:
+    """True when a is better than b beyond what the intervals leave open: `resolved_below` for a
+    lower-is-better quantity (FID, KID, ms per image), above for a higher-is-better one (IS,
+    precision, recall).
+
+    >>> resolved_better((300.0, 290.0, 310.0), (250.0, 240.0, 260.0), higher_is_better=True)
+    True
+    """
+    return resolved_below(_negated(a), _negated(b), z) if higher_is_better else resolved_below(a, b, z)
+
+
+def resolved_ranks(values: dict, z: float = 1.96, higher_is_better: bool = False) -> dict:
     """key -> rank, from key -> (value, ci_low, ci_high) (bounds None without an interval): one more
-    than the number of values resolved below it (`resolved_below`).
+    than the number of values resolved better than it (`resolved_better`; by default lower is better).
 
     >>> resolved_ranks({"a": (49.0, 45.1, 52.9), "b": (51.0, 47.2, 54.8), "c": (97.3, 90.0, 104.6)})
     {'a': 1, 'b': 1, 'c': 3}
     """
-    return {k: 1 + sum(1 for j, w in values.items() if j != k and resolved_below(w, v, z))
+    return {k: 1 + sum(1 for j, w in values.items() if j != k and resolved_better(w, v, higher_is_better, z))
             for k, v in values.items()}
 
 
@@ -115,13 +132,9 @@ def add_ranks(board: dict, key: tuple) -> None:
             e["fid_rank"] = ranks[(comparison_group(e), tuple(e[c] for c in key))]
 
 
-def _eager(compiled: str) -> bool:
-    return str(compiled) in ("", "False", "false", "none", "0")
-
-
 def reference_like(e: dict) -> bool:
     """A timing the quality gate vouches for: its own reference or verified; a row older than the gate
     counts as its reference when it ran float32, eager, with default options."""
     if e["quality"]:
         return e["quality"] in (REFERENCE, VERIFIED)
-    return e["options"] == "" and e["dtype"] == "float32" and _eager(e["compiled"])
+    return e["options"] == "" and e["dtype"] == "float32" and is_eager(e["compiled"])

@@ -8,6 +8,9 @@ main board and the plot and make tables of their own:
 - ``leaderboard-mini-speedup.{csv,md}`` (`build_mini_speedups`): the student over its teacher
   at exact decoding and at the teacher's fastest verified setting.
 
+Their Markdown shows ten columns or fewer, joining related cells (a setting's dtype, options and
+gate verdict; a timing with its interval and decoding passes); the CSV keeps every column.
+
 Example::
 
     rows = read_runs(mini=True)
@@ -20,15 +23,17 @@ from __future__ import annotations
 import math
 
 from harness.leaderboard.choice import add_ranks, choose
-from harness.leaderboard.render import Table
+from harness.leaderboard.render import Table, joined
 from harness.leaderboard.rows import (
     MINI_SETTING,
     config_of,
     fid_cells,
     finite,
     is_random_weights,
+    setting_name,
     sort_number,
     teacher_exact,
+    text,
     usable,
 )
 from harness.pairs import teacher_of
@@ -51,6 +56,44 @@ MINI_COLUMNS = (
     "ms_per_image_batched_ci_high", "iterations_mean_batched", "iterations_max_batched", "fid_reference", "weights",
     "track_run",
 )
+
+
+def _setting(t: Table, e: dict) -> str:
+    """``float32; decoding=jacobi,jacobi_tol=0.01; verified``: dtype, options, the gate's verdict."""
+    return joined(e["dtype"], e["options"], e["quality"])
+
+
+def _fid(t: Table, e: dict) -> str:
+    """``49.04 [45.97, 52.10], N 200, 2000 steps``: the trained FID, its samples, its training."""
+    return joined(t.with_interval("fid", e), f"N {e['quality_n']}" if e["quality_n"] else "",
+                  f"{e['train_steps']} steps" if e["train_steps"] else "", sep=", ")
+
+
+def _baselines(t: Table, e: dict) -> str:
+    """``66.43 at 1000 steps; random 358.75``: the half-way snapshot's and the random weights' FIDs."""
+    half = t.cell("fid_half_steps", e["fid_half_steps"])
+    return joined(half + (f" at {e['half_steps']} steps" if half and e["half_steps"] else ""),
+                  f"random {t.cell('fid_random', e['fid_random'])}" if e["fid_random"] is not None else "")
+
+
+def _coverage(t: Table, e: dict) -> str:
+    """``0.245, 0.614; random 0.000, 0.000``: trained precision and recall, and the random weights'."""
+    pair = [joined(t.cell(a, e[a]), t.cell(b, e[b]), sep=", ") for a, b in (("precision", "recall"),
+                                                                           ("precision_random", "recall_random"))]
+    return joined(pair[0], f"random {pair[1]}" if pair[1] else "")
+
+
+def _timing(suffix: str):
+    def cell(t: Table, e: dict) -> str:
+        """``b64, 1.994 [1.812, 2.224], passes 8.75/15``: ms per image with its interval and decoding passes."""
+        col = f"ms_per_image{suffix}"
+        mean, most = e[f"iterations_mean{suffix}"], e[f"iterations_max{suffix}"]
+        passes = f"passes {t.cell(f'iterations_mean{suffix}', mean)}/{text(most)}" if mean is not None else ""
+        shown = t.with_interval(col, e)
+        return joined(f"b{e['batch_size']}" if suffix and shown else "", shown, passes, sep=", ")
+    return cell
+
+
 MINI_TABLE = Table(
     "mini", MINI_COLUMNS,
     decimals={"fid": 2, "fid_ci_low": 2, "fid_ci_high": 2, "fid_half_steps": 2, "fid_random": 2, "precision": 3,
@@ -58,17 +101,38 @@ MINI_TABLE = Table(
               "ms_per_image_ci_high": 3, "ms_per_image_batched": 3, "ms_per_image_batched_ci_low": 3,
               "ms_per_image_batched_ci_high": 3, "iterations_mean": 2, "iterations_mean_batched": 2},
     intervals={"fid": True, "ms_per_image": False, "ms_per_image_batched": False},
+    markdown_columns=("fid_rank", "model", "params", "nfe", "setting", "fid [95%], N, training",
+                      "fid half-way; random", "precision, recall", "ms per image at b1 [95%]",
+                      "ms per image batched [95%]"),
+    cells={"setting": _setting, "fid [95%], N, training": _fid, "fid half-way; random": _baselines,
+           "precision, recall": _coverage, "ms per image at b1 [95%]": _timing(""),
+           "ms per image batched [95%]": _timing("_batched")},
 )
 EXACT, FASTEST = "exact decoding", "fastest verified"  # the two bases of the mini speed-up table
 MINI_SPEEDUP_COLUMNS = (
     "model", "dtype", "options", "teacher", "teacher_options", "basis", "batch_size", "speedup", "speedup_ci_low",
     "speedup_ci_high", "ms_per_image", "teacher_ms_per_image", "teacher_quality", "fid", "teacher_fid", "track_run",
 )
+
+
+def _pair(col: str, teacher_col: str):
+    def cell(t: Table, e: dict) -> str:
+        """``2.003 / 22.413``: the student's value over the teacher's."""
+        return joined(t.cell(col, e[col]), t.cell(teacher_col, e[teacher_col]), sep=" / ")
+    return cell
+
+
 MINI_SPEEDUP_TABLE = Table(
     "mini_speedup", MINI_SPEEDUP_COLUMNS,
     decimals={"speedup": 1, "speedup_ci_low": 1, "speedup_ci_high": 1, "ms_per_image": 3, "teacher_ms_per_image": 3,
               "fid": 2, "teacher_fid": 2},
     intervals={"speedup": False},
+    markdown_columns=("model", "setting", "teacher setting", "basis", "batch_size", "speedup",
+                      "ms per image / teacher's", "teacher_quality", "fid / teacher's"),
+    cells={"setting": lambda t, e: joined(e["dtype"], e["options"]),
+           "teacher setting": lambda t, e: setting_name(e["teacher"], e["teacher_options"]),
+           "ms per image / teacher's": _pair("ms_per_image", "teacher_ms_per_image"),
+           "fid / teacher's": _pair("fid", "teacher_fid")},
 )
 # mini table column -> (weights' role, metric) of the quality row it shows
 _SCORES = {"fid": ("trained", FID), "precision": ("trained", PRECISION), "recall": ("trained", RECALL),

@@ -1,4 +1,6 @@
-"""The Pareto plot, ``pareto.png``: FID against generator-only ms per image (log axis).
+"""The plots: ``pareto.png``, FID against generator-only ms per image (log axis), and the
+frontier plots (`plot_frontier`): every measured quality against its measured time, one panel
+per frontier, intervals as error bars on both axes, the frontier drawn.
 
 Rule: the plot pairs a measured time with a paper's FID only for a setting whose timing is
 its own reference or verified (`harness.leaderboard.choice.reference_like`; older rows:
@@ -10,14 +12,17 @@ Example::
 
     board = build(read_published() + read_runs())
     plot_pareto(board, "results/pareto.png")  # -> the number of points drawn
+    plot_frontier(build_frontier(read_runs(mini=True)), "results/leaderboard-mini-frontier.png")
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from adapters.api.errors import InputError
 from harness.leaderboard.choice import reference_like
+from harness.leaderboard.frontier import NO_POINTS, groups, measured_against, timed_on
 from harness.results import atomic_write
 
 
@@ -69,15 +74,7 @@ def pareto_front(points: list[dict]) -> list[dict]:
 def plot_pareto(board: list[dict], path: str | Path) -> int:
     """Draw `pareto.png`: published points hollow, measured filled, measured timing with a
     paper FID half-filled; returns the number of points. Needs matplotlib."""
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise InputError("the Pareto plot needs matplotlib: pip install matplotlib (or pass --no-plot)") from exc
-    matplotlib.use("Agg")
-    import io
-
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     points = pareto_points(board)
     families = sorted({p["family"] for p in points})
     colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
@@ -107,8 +104,78 @@ def plot_pareto(board: list[dict], path: str | Path) -> int:
         ax.legend(fontsize=8, loc="best")
     else:
         ax.text(0.5, 0.5, "no rows with both a FID and a generator time", transform=ax.transAxes, ha="center")
+    _save(plt, fig, path)
+    return len(points)
+
+
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (no display); an InputError naming the fix without it."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise InputError("the plots need matplotlib: pip install matplotlib (or pass --no-plot)") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(plt, fig, path: str | Path) -> None:
+    """The figure as PNG bytes without the Software stamp (a matplotlib version is not an input), atomically."""
+    import io
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     atomic_write(path, buf.getvalue())
-    return len(points)
+
+
+def _error(e: dict, col: str) -> tuple[float, float]:
+    """Distances below and above a value to its interval's bounds (0 without an interval)."""
+    low, high = e[f"{col}_ci_low"], e[f"{col}_ci_high"]
+    return (0.0, 0.0) if low is None or high is None else (e[col] - low, high - e[col])
+
+
+def plot_frontier(points: list[dict], path: str | Path, title: str = "nfebench: quality against latency") -> int:
+    """Draw the frontier plot: one panel per frontier (metric, what the quality was measured
+    against, where it was timed), quality against ms per image on a log axis, 95% intervals as
+    error bars on both axes, frontier points ringed and joined fastest first. Each point carries
+    a number and the key under its panel names its model and setting (close settings, such as
+    one model's decodings, would print their names over each other). Returns the number of
+    panels. Needs matplotlib."""
+    plt = _pyplot()
+    panels = list(groups(points).values())
+    models = sorted({p["model"] for p in points})
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    cols = min(3, max(1, len(panels)))
+    nrows = max(1, math.ceil(len(panels) / cols))
+    longest = max((len(m) for m in panels), default=0)
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, (4.2 + 0.13 * longest) * nrows), dpi=110,
+                             squeeze=False, layout="constrained")
+    for ax, members in zip(axes.flat, panels):
+        first = members[0]
+        for i, p in enumerate(members, start=1):  # fastest first (build_frontier's order)
+            on = p["frontier"] == "yes"
+            ax.errorbar(p["ms_per_image"], p["value"], xerr=[[v] for v in _error(p, "ms_per_image")],
+                        yerr=[[v] for v in _error(p, "value")], marker="o", markersize=6, linestyle="none",
+                        color=colours[p["model"]], elinewidth=1, capsize=2, markeredgecolor="black" if on else
+                        colours[p["model"]], markeredgewidth=1.5 if on else 0.5,
+                        label=f"{i}: {p['setting']}" + (" (frontier)" if on else ""))
+            ax.annotate(str(i), (p["ms_per_image"], p["value"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        front = sorted((p for p in members if p["frontier"] == "yes"), key=lambda p: (p["ms_per_image"], p["setting"]))
+        if len(front) > 1:
+            ax.plot([p["ms_per_image"] for p in front], [p["value"] for p in front], color="0.4", linestyle="--",
+                    linewidth=1, label="frontier: not dominated once the intervals are read")
+        ax.set_xscale("log")
+        ax.set_xlabel("ms per image (log scale), 95% intervals")
+        ax.set_ylabel(f"{first['metric']} ({first['better']} is better)")
+        ax.set_title(f"{timed_on(None, first)}\n{measured_against(None, first)}", fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if not panels:
+        axes.flat[0].text(0.5, 0.5, NO_POINTS, transform=axes.flat[0].transAxes, ha="center", va="center",
+                          fontsize=8, wrap=True)
+    fig.suptitle(title)
+    _save(plt, fig, path)
+    return len(panels)

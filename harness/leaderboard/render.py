@@ -3,8 +3,9 @@ column) and as Markdown (each interval beside its value: ``49.04 [45.10, 52.90]`
 
 Bytes depend only on the rows: floats print with fixed decimals per column, other numbers
 canonically (`harness.leaderboard.rows.text`), ``\\n`` line ends, no timestamps. A table a
-person reads names its Markdown columns (`Table.markdown_columns`, at most about ten); its
-CSV keeps every column.
+person reads names its Markdown columns (`Table.markdown_columns`, at most `MAX_MARKDOWN_COLUMNS`):
+CSV columns, or cells of their own that join several (`Table.cells`: ``336.181 on cpu, b1``);
+its CSV keeps every column.
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from harness.leaderboard.rows import text
 from harness.results import atomic_write
 
 # Integer columns: right-aligned in Markdown, like the columns with decimals.
-INTEGER_COLUMNS = frozenset({"fid_rank", "params", "nfe", "batch_size", "quality_n", "train_steps", "half_steps",
+INTEGER_COLUMNS = frozenset({"fid_rank", "quality_rank", "params", "nfe", "batch_size", "quality_n", "train_steps", "half_steps",
                              "iterations_max", "iterations_max_batched"})
+# A Markdown table a person reads shows at most this many columns (issue 21); the CSV keeps every one.
+MAX_MARKDOWN_COLUMNS = 10
+
+
+def joined(*parts, sep: str = "; ") -> str:
+    """The non-empty parts as one cell: ``joined("0.290", "", "tpu")`` is ``"0.290; tpu"``."""
+    return sep.join(str(p) for p in parts if p not in (None, ""))
 
 
 @dataclass(frozen=True)
@@ -35,8 +43,11 @@ class Table:
         decimals: fixed decimals of the float columns.
         intervals: columns shown with their ``<col>_ci_low`` and ``<col>_ci_high`` in one Markdown
             cell; True where a missing interval is said (``2.39 (no interval)``).
-        markdown_columns: the columns the Markdown shows; empty: every column but the interval
-            bounds of `intervals`.
+        markdown_columns: the columns the Markdown shows, CSV columns or keys of `cells`; empty:
+            every column but the interval bounds of `intervals`.
+        cells: Markdown-only columns, header -> the cell's text from (this table, a row); they
+            join CSV columns into one readable cell (``0.290; decoded 1.590; tpu``).
+        empty: the sentence the Markdown says under its header when there are no rows.
 
     Example::
 
@@ -51,6 +62,8 @@ class Table:
     decimals: Mapping[str, int] = field(default_factory=dict)
     intervals: Mapping[str, bool] = field(default_factory=dict)
     markdown_columns: tuple[str, ...] = ()
+    cells: Mapping[str, Callable[["Table", dict], str]] = field(default_factory=dict)
+    empty: str = ""
 
     @property
     def stem(self) -> str:
@@ -84,13 +97,14 @@ class Table:
         return text(v)
 
     def with_interval(self, col: str, e: dict) -> str:
-        """``49.04 [45.10, 52.90]``; without an interval the value alone, or ``2.39 (no interval)``."""
+        """``49.04 [45.10, 52.90]``; without an interval the value alone, or ``2.39 (no interval)``
+        where `intervals` says so."""
         value = self.cell(col, e[col])
-        low, high = e[f"{col}_ci_low"], e[f"{col}_ci_high"]
+        low, high = e.get(f"{col}_ci_low"), e.get(f"{col}_ci_high")
         if not value:
             return ""
         if low is None or high is None:
-            return f"{value} (no interval)" if self.intervals[col] else value
+            return f"{value} (no interval)" if self.intervals.get(col) else value
         return f"{value} [{self.cell(col, low)}, {self.cell(col, high)}]"
 
     def to_csv(self, rows: list[dict]) -> str:
@@ -102,14 +116,21 @@ class Table:
             w.writerow([self.cell(c, e[c]) for c in self.columns])
         return buf.getvalue()
 
+    def markdown_cell(self, col: str, e: dict) -> str:
+        """One Markdown cell: a joined cell of `cells`, a value with its interval, or the CSV cell."""
+        if col in self.cells:
+            return self.cells[col](self, e)
+        return self.with_interval(col, e) if col in self.intervals else self.cell(col, e[col])
+
     def to_markdown(self, rows: list[dict]) -> str:
-        """The rows as a Markdown table of the `shown` columns, numbers right-aligned."""
+        """The rows as a Markdown table of the `shown` columns, numbers right-aligned; `empty` under
+        the header when there are none."""
         shown = self.shown()
         numeric = set(self.decimals) | INTEGER_COLUMNS
         lines = ["| " + " | ".join(shown) + " |",
                  "|" + "|".join("---:" if c in numeric else "---" for c in shown) + "|"]
         for e in rows:
-            cells = [(self.with_interval(c, e) if c in self.intervals else self.cell(c, e[c])).replace("|", "\\|")
-                     for c in shown]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join(self.markdown_cell(c, e).replace("|", "\\|") for c in shown) + " |")
+        if not rows and self.empty:
+            lines += ["", self.empty]
         return "\n".join(lines) + "\n"

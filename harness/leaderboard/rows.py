@@ -222,6 +222,17 @@ def options_of(r: dict) -> str:
     return options_text(options) if isinstance(options, dict) else ""
 
 
+def setting_name(model: str, options: str) -> str:
+    """A setting's name from its options as text (`options_of`), as `harness.settings.label` names it:
+    ``tarflow-mini[decoding=jacobi,jacobi_tol=0.001]``, or the model id for its defaults."""
+    return f"{model}[{options}]" if options else model
+
+
+def is_eager(compiled) -> bool:
+    """True for a row timed without compilation: a ``compiled`` cell of ``False``, ``none`` or blank."""
+    return str(compiled) in ("", "False", "false", "none", "0")
+
+
 def teacher_named(r: dict) -> str:
     """The teacher a speedup row names in its config."""
     return str(config_of(r).get("teacher", ""))

@@ -10,10 +10,12 @@
   224x and 42x for BiFlow-B/2 over iTARFlow-B/2.
 - `floors_table`: per model and batch size the two floors a time per image cannot go
   below: compute (FLOPs per image over the measured matmul FLOP/s) and latency (sequential
-  steps x the shortest measured step, shared by the batch), and which one binds. A one-pass
-  model sits on its compute floor; an autoregressive teacher's thousands of dependent steps
-  put it on its latency floor, which falls as 1/batch, so the speed-up falls with the batch
-  towards the ratio of the two compute floors (`floors_caption` says it with the numbers).
+  steps x the shortest measured step, shared by the batch), which one binds, and the fraction
+  of the matmul peak the measured time reaches. A one-step model has no latency floor (its one
+  step is the whole measured call, not a bound below it), so its compute floor binds; an
+  autoregressive teacher's thousands of dependent steps put it on its latency floor, which
+  falls as 1/batch, so the speed-up falls with the batch towards the ratio of the two compute
+  floors (`floors_caption` says it with the numbers).
 
 `console_for` gives the Console to print them with: the terminal's, or, when stdout is not a
 terminal (tox, CI logs, a pipe), one as wide as the widest table, so no cell is cut to "…".
@@ -256,9 +258,13 @@ def floors(rows: Iterable[Row], infos: Mapping[str, ModelInfo]) -> list[dict[str
 
     compute floor = FLOPs per image / the run's matmul FLOP/s; latency floor per image =
     sequential steps x the shortest measured step (the model's least ms per batch over its
-    steps, over the batch sizes timed) / batch size. ``bound`` names the larger floor. Settings
-    with options are left out: an option such as Jacobi decoding changes the dependent steps
-    that `ModelInfo.sequential_steps` counts.
+    steps, over the batch sizes timed) / batch size, for a model of more than one sequential
+    step. A one-step model has none: its "shortest step" is its own shortest call, so the floor
+    would be the measured time itself and always bind. ``bound`` names the larger floor, or
+    ``compute`` for a one-step model (None where the peak is unknown, as without calibration);
+    ``of_peak`` = compute floor / measured ms per image, the fraction of the matmul peak the
+    model reaches. Settings with options are left out: an option such as Jacobi decoding
+    changes the dependent steps that `ModelInfo.sequential_steps` counts.
     """
     rows = list(rows)
     peak = matmul_peak(rows)
@@ -270,10 +276,14 @@ def floors(rows: Iterable[Row], infos: Mapping[str, ModelInfo]) -> list[dict[str
         info = infos[model]
         step = min(v for (m, c, _), v in per_batch.items() if (m, c) == (model, compiled)) / info.sequential_steps
         compute = None if peak is None else flops_per_image(info) / peak * 1e3
-        latency = info.sequential_steps * step / bs
-        bound = "latency" if compute is None or latency >= compute else "compute"
+        latency = info.sequential_steps * step / bs if info.sequential_steps > 1 else None
+        if latency is None:
+            bound = "compute" if compute is not None else None
+        else:
+            bound = "latency" if compute is None or latency >= compute else "compute"
         out.append(dict(model=model, compiled=compiled, batch_size=bs, ms_per_image=ms / bs, gflop=flops_per_image(info) / 1e9,
-                        steps=info.sequential_steps, step_ms=step, compute_ms=compute, latency_ms=latency, bound=bound))
+                        steps=info.sequential_steps, step_ms=step, compute_ms=compute, latency_ms=latency, bound=bound,
+                        of_peak=None if compute is None else compute / (ms / bs)))
     return out
 
 
@@ -282,14 +292,16 @@ def floors_table(rows: Iterable[Row], infos: Mapping[str, ModelInfo]) -> Table:
     rows = list(rows)
     found = floors(rows, infos)
     table = Table(title="floors per image (generator alone): compute = FLOPs / matmul peak, "
-                        "latency = sequential steps x shortest step / batch", caption=floors_caption(rows, infos))
+                        "latency = sequential steps x shortest step / batch (none for one step)",
+                  caption=floors_caption(rows, infos))
     for col in ("model", "comp", "bs", "GFLOP/img", "steps", "step ms", "compute floor", "latency floor", "measured",
-                "bound by"):
+                "of peak", "bound by"):
         table.add_column(col, justify="left" if col in ("model", "bound by") else "right")
     for f in found:
         table.add_row(f["model"], "yes" if f["compiled"] else "no", str(f["batch_size"]), _num(f["gflop"]),
                       str(f["steps"]), _num(f["step_ms"]), "-" if f["compute_ms"] is None else _num(f["compute_ms"]),
-                      _num(f["latency_ms"]), _num(f["ms_per_image"]), f["bound"])
+                      "-" if f["latency_ms"] is None else _num(f["latency_ms"]), _num(f["ms_per_image"]),
+                      "-" if f["of_peak"] is None else f"{100 * f['of_peak']:.0f}%", f["bound"] or "-")
     return table
 
 

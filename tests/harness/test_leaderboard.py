@@ -152,23 +152,49 @@ def test_regeneration_is_byte_stable_whatever_the_row_order(inputs, tmp_path):
         assert b"2026-11" not in data  # no timestamps
 
 
+def markdown_cells(md_text):
+    """The Markdown table as its header and a dict per row (cells stripped, ``\\|`` read back as ``|``)."""
+    md = md_text.splitlines()
+    header = [c.strip() for c in md[0].strip("|").split(" | ")]
+    return header, [dict(zip(header, (c.strip().replace("\\|", "|") for c in line.strip("|").split(" | "))))
+                    for line in md[2:] if line.startswith("|")]
+
+
+def with_interval(row, col, missing=""):
+    low, high = row[f"{col}_ci_low"], row[f"{col}_ci_high"]
+    return f"{row[col]} [{low}, {high}]" if low else row[col] + missing
+
+
 def test_markdown_holds_the_csv_cells_with_intervals_beside_their_values(inputs, tmp_path):
+    # ten readable columns; the CSV keeps all 32 (issue 21)
     published, runs = inputs
     paths = leaderboard.write_leaderboard(published, runs, tmp_path, plot=False)
     rows = list(csv.DictReader(open(paths["csv"], newline="")))
-    md = paths["md"].read_text().splitlines()
-    assert len(md) == len(rows) + 2  # header, separator, one line per row
-    header = [c.strip() for c in md[0].strip("|").split(" | ")]
-    assert header == [c for c in leaderboard.LEADERBOARD_COLUMNS if not c.endswith(("_ci_low", "_ci_high"))]
-    for line, row in zip(md[2:], rows):
-        cells = dict(zip(header, (c.strip().replace("\\|", "|") for c in line.strip("|").split(" | "))))
-        for col, cell in cells.items():
-            if col in ("fid", "speedup", "speedup_decode") and row[col]:
-                low, high = row[f"{col}_ci_low"], row[f"{col}_ci_high"]
-                missing = " (no interval)" if col == "fid" else ""
-                assert cell == (f"{row[col]} [{low}, {high}]" if low else row[col] + missing), (col, cell)
-            else:
-                assert cell == row[col], (col, cell)
+    assert list(rows[0]) == list(leaderboard.LEADERBOARD_COLUMNS)
+    header, cells = markdown_cells(paths["md"].read_text())
+    assert len(cells) == len(rows) and len(header) == 10
+    assert header == ["fid_rank", "model", "params", "nfe", "setting", "fid [95%], N", "is",
+                      "ms per image; decoded; device", "speed-up [95%]; decoded; over", "source"]
+    for cell, row in zip(cells, rows):
+        for col in ("fid_rank", "model", "params", "nfe", "is"):
+            assert cell[col] == row[col], (col, cell)
+        assert cell["fid [95%], N"] == (f"{with_interval(row, 'fid', ' (no interval)')}, N {row['quality_n']}"
+                                        if row["fid"] else "")
+        assert cell["setting"] == ", ".join(x for x in (row["options"], row["dtype"],
+                                                        f"b{row['batch_size']}" if row["batch_size"] else "") if x)
+        times = cell["ms per image; decoded; device"]
+        if row["ms_per_image"]:
+            assert times.startswith(row["ms_per_image"] + "; ") and times.endswith(row["device"] + (
+                f" ({row['device_name']})" if row["device_name"] else ""))
+        if row["ms_per_image_decode"]:
+            assert f"decoded {row['ms_per_image_decode']}" in times
+        speed = cell["speed-up [95%]; decoded; over"]
+        if row["speedup"]:
+            assert speed.startswith(with_interval(row, "speedup")) and speed.endswith(f"over {row['teacher']}")
+        if row["speedup_decode"]:
+            assert f"decoded {with_interval(row, 'speedup_decode')}" in speed
+        assert cell["source"].startswith(row["source"]) and cell["source"].endswith(f": {row['citation']}")
+        assert ("random weights" in cell["source"]) == (row["source"] == "measured" and "random-init" in row["weights"])
 
 
 def test_pareto_points_and_plot(inputs, tmp_path):
@@ -196,7 +222,10 @@ def test_cli_writes_three_files(inputs, tmp_path, capsys):
     published, runs = inputs
     out = tmp_path / "out"
     assert main(["leaderboard", "--published", str(published), "--runs", str(runs), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["leaderboard.csv", "leaderboard.md", "pareto.png"]
+    # the board, the frontier's three tables (no points here: no trained quality joins a time) and two plots
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"leaderboard{t}.{ext}" for t in ("", "-frontier", "-budgets", "-optima") for ext in ("csv", "md")]
+        + ["leaderboard-frontier.png", "pareto.png"])
     assert "wrote" in capsys.readouterr().out
 
 
@@ -307,7 +336,7 @@ def test_mini_runs_make_their_own_table_and_random_weights_are_never_ranked(inpu
     assert rows["tarflow-mini"]["fid_reference"] == "adm digits-heldout-stats.npz"
     md = paths["mini_md"].read_text().splitlines()
     assert md[0].startswith("| fid_rank | model |") and len(md) == 2 + len(rows)
-    assert "| 20.00 (no interval) |" in md[2]  # FIDs of that run have no interval
+    assert "| 20.00 (no interval), N 200, 100 steps |" in md[2]  # FIDs of that run have no interval
     # runs without speedup rows: the ratio of the two models' times, exact decoding only, no interval
     speed = board_rows(paths["mini_speedup_csv"])
     assert [(r["model"], r["teacher"], r["basis"], r["batch_size"], r["speedup"], r["speedup_ci_low"]) for r in speed
@@ -392,7 +421,7 @@ def test_mini_table_has_a_row_per_setting_and_speedups_both_ways(tmp_path):
                      "tarflow-mini bfloat16 ": 1, "biflow-mini float32 ": 1, "biflow-mini bfloat16 ": 1,
                      "tarflow-mini float32 decoding=jacobi,jacobi_tol=0.1": 2, "rf-mini float32 ": 7}
     md = paths["mini_md"].read_text()
-    assert "| 20.20 [18.20, 22.20] |" in md and "| 300.000 [294.000, 309.000] |" in md
+    assert "| 20.20 [18.20, 22.20], N 200, 100 steps |" in md and "| 300.000 [294.000, 309.000], passes 6.50/9 |" in md
     # the student over its teacher: at exact (sequential) decoding and at the fastest verified setting
     speed = {(r["dtype"], r["batch_size"], r["basis"]): r for r in board_rows(paths["mini_speedup_csv"])}
     assert set(speed) == {(d, bs, b) for d, bs, b in
@@ -513,8 +542,9 @@ def test_cli_include_local_writes_to_the_local_folder(inputs, tmp_path, monkeypa
     local_bench(local)
     args = ["leaderboard", "--published", str(published), "--runs", str(runs), "--no-plot"]
     assert main(args + ["--include-local"]) == 0
-    assert sorted(p.name for p in local.iterdir()) == ["bench-cpu-torch-cpu-mine.csv", "leaderboard.csv",
-                                                        "leaderboard.md"]
+    assert sorted(p.name for p in local.iterdir()) == sorted(
+        ["bench-cpu-torch-cpu-mine.csv"] + [f"leaderboard{t}.{ext}" for t in ("", "-frontier", "-budgets", "-optima")
+                                            for ext in ("csv", "md")])
     assert "run mine" in (local / "leaderboard.csv").read_text()
     assert main(args + ["--include-local", "--out", "results"]) == 2
     assert "never over the committed tables" in capsys.readouterr().err
@@ -575,7 +605,7 @@ def test_ranks_do_not_resolve_what_the_intervals_cannot(tmp_path):
     assert {m: board[m]["fid_rank"] for m in board} == {"meanflow-b2": "1", "sit-b2": "1", "imf-b2": "3"}
     assert (board["sit-b2"]["fid_ci_low"], board["sit-b2"]["fid_ci_high"]) == ("6.40", "7.20")
     md = (tmp_path / "o" / "leaderboard.md").read_text()
-    assert "| 6.80 [6.40, 7.20] |" in md and "| 2.39 (no interval) |" in md
+    assert "| 6.80 [6.40, 7.20], N 1000 |" in md and "| 2.39 (no interval), N 50000 |" in md
 
 
 def test_a_table_writes_every_column_to_csv_and_only_its_chosen_columns_to_markdown(tmp_path):

@@ -120,6 +120,28 @@ def test_floors_say_which_bound_binds():
     assert "latency" in line_of(text, "itarflow-b2", " 4 ") and "compute" in line_of(text, "biflow-b2", " 4 ")
 
 
+def test_a_one_step_model_has_no_latency_floor_and_is_bound_by_compute():
+    # biflow-b2 takes one sequential step: its "shortest step" is its own shortest call, so a latency
+    # floor of 1 x that step would equal its measured time at batch 1 and always bind. It has none.
+    slow = [*row("biflow-b2", 1, "off", 900.0), *row("biflow-b2", 4, "off", 400.0)]  # slower than compute (250)
+    found = {f["batch_size"]: f for f in floors([CALIBRATION, *slow], INFOS)}
+    for bs, f in found.items():
+        assert f["latency_ms"] is None and f["bound"] == "compute", bs
+    # the fraction of the peak it reaches: compute floor / measured, 250 / 900 and 250 / 400
+    assert found[1]["of_peak"] == pytest.approx(250.0 / 900.0) and found[4]["of_peak"] == pytest.approx(250 / 400)
+    text = render(floors_table([CALIBRATION, *slow], INFOS))
+    line = line_of(text, "biflow-b2", " 1 ")
+    assert "compute" in line and "latency" not in line and " 28% " in line and " 900 " in line
+    assert " 62% " in line_of(text, "biflow-b2", " 4 ")
+    # a many-step model keeps its latency floor and its fraction of the peak: 600 / 9900 at batch 1
+    it1 = next(f for f in floors(ROWS, INFOS) if (f["model"], f["batch_size"]) == ("itarflow-b2", 1))
+    assert it1["latency_ms"] == pytest.approx(9900.0) and it1["of_peak"] == pytest.approx(600.0 / 9900.0)
+    # without a calibration no floor is known for a one-step model: nothing is said to bind
+    bare = [r for r in slow if r["metric"] != results.FRAC_MATMUL_PEAK]
+    assert {f["bound"] for f in floors(bare, INFOS)} == {None}
+    assert " - " in line_of(render(floors_table(bare, INFOS)), "biflow-b2", " 1 ")
+
+
 def test_without_calibration_the_compute_floor_is_unknown():
     rows = [r for r in ROWS if r["metric"] not in (results.CALIBRATION_MS, results.FRAC_MATMUL_PEAK)]
     assert all(f["compute_ms"] is None for f in floors(rows, INFOS))
