@@ -65,6 +65,10 @@ CALIBRATION_MS = "calibration_ms"
 MAX_ABS_DEVIATION = "max_abs_deviation"
 MEAN_ABS_DEVIATION = "mean_abs_deviation"
 QUALITY_METRICS = (FID, IS, SFID, PRECISION, RECALL, DENSITY, COVERAGE, KID, FD_DINOV2)
+# The costs of a sweep's quality pass (`harness.sweep`), one row each per setting: images per second
+# through sampling and decoding, and through the feature networks (Inception, DINOv2).
+SAMPLE_IMAGES_PER_S = "sample_images_per_s"
+FEATURE_IMAGES_PER_S = "feature_images_per_s"
 
 # Row status: "ok" rows have a value; "oom" and "error" rows record a point that failed.
 OK, OOM, ERROR = "ok", "oom", "error"
@@ -86,7 +90,7 @@ NUMERIC_COLUMNS = ("value", "spread", "ci_low", "ci_high")  # empty cells read a
 VALUE_RANGES: dict[str, tuple[float | None, float | None]] = {
     **{m: (0.0, None) for m in (MS_PER_BATCH, MS_PER_IMAGE, IMAGES_PER_S, IMAGES_PER_S_PER_CHIP, COMPILE_MS,
                                 PEAK_MEM_MB, MFU, FRAC_MATMUL_PEAK, CALIBRATION_MS, FID, SFID, FD_DINOV2, DENSITY,
-                                MAX_ABS_DEVIATION, MEAN_ABS_DEVIATION)},
+                                MAX_ABS_DEVIATION, MEAN_ABS_DEVIATION, SAMPLE_IMAGES_PER_S, FEATURE_IMAGES_PER_S)},
     SPEEDUP: (0.0, None),
     IS: (1.0, None),  # exp of a mean KL divergence
     **{m: (0.0, 1.0) for m in (PRECISION, RECALL, COVERAGE)},
@@ -223,17 +227,17 @@ def read_run(path: str | Path):
 
 
 def _row_problem(r: Mapping[str, Any]) -> tuple[str, Any, str] | None:
-    """(field, found, expected) of the first thing wrong with one row, or None."""
+    """(field, found, what it must be) of the first thing wrong with one row, or None."""
     for c in NUMERIC_COLUMNS:
         if not isinstance(r[c], float):  # a cell pandas could not read as a number
-            return c, r[c], "a number or an empty cell"
+            return c, r[c], "a number or empty"
     if r["status"] not in STATUSES:
         return "status", r["status"], f"one of {', '.join(STATUSES)}"
     value, low, high = r["value"], r["ci_low"], r["ci_high"]
     if r["status"] != OK:
         return None  # an oom/error row records a failure: it has no value to check
     if not math.isfinite(value):
-        return "value", value, f"a finite number (status {OK!r} rows carry a measurement)"
+        return "value", value, f"a finite numeric value (status {OK!r} rows carry a measurement)"
     lowest, highest = VALUE_RANGES.get(r["metric"], (None, None))
     if (lowest is not None and value < lowest) or (highest is not None and value > highest):
         bounds = (f"at least {lowest}" if highest is None else f"at most {highest}" if lowest is None
@@ -241,9 +245,9 @@ def _row_problem(r: Mapping[str, Any]) -> tuple[str, Any, str] | None:
         return "value", value, f"{bounds} for {r['metric']}"
     for c, bound in (("spread", r["spread"]), ("ci_low", low), ("ci_high", high)):
         if not math.isnan(bound) and not math.isfinite(bound):
-            return c, bound, "a finite number or an empty cell"
+            return c, bound, "a finite number or empty"
     if not math.isnan(r["spread"]) and r["spread"] < 0:
-        return "spread", r["spread"], "a spread of at least 0"
+        return "spread", r["spread"], "at least 0"
     if not math.isnan(low) and low > value:
         return "ci_low", low, f"at most the value {value} (an interval holds its estimate)"
     if not math.isnan(high) and high < value:
@@ -259,5 +263,5 @@ def check_rows(df, path: str | Path) -> None:
         problem = _row_problem(r)
         if problem is not None:
             field, found, expected = problem
-            raise InputError(f"run file {path} line {i + 2} ({r['model']} {r['metric']}): {field} is {found!r}, "
-                             f"expected {expected}")
+            raise InputError(f"run file {path} line {i + 2} ({r['model']} {r['metric']}): {field} must be "
+                             f"{expected}, got {found!r}")

@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import numbers
 import statistics
 from collections.abc import Sequence
@@ -174,6 +175,8 @@ def resolve_schedules(name: str, num_blocks: int, num_tokens: int, *, decoding: 
         raise InputError(f"{name}: decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
     if isinstance(jacobi_tol, bool) or not isinstance(jacobi_tol, numbers.Real) or not jacobi_tol >= 0:
         raise InputError(f"{name}: jacobi_tol must be a number >= 0, got {jacobi_tol!r}")
+    if not math.isfinite(jacobi_tol):  # an infinite tolerance stops after one pass: an approximation, unnamed
+        raise InputError(f"{name}: jacobi_tol must be finite, got {jacobi_tol!r}; 0 decodes exactly")
     if gs_segments is not None and decoding != GS_JACOBI:
         raise InputError(f"{name}: gs_segments applies to decoding='gs-jacobi' only, not {decoding!r}")
     if decoding == SEQUENTIAL:

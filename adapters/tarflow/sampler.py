@@ -31,6 +31,7 @@ import inspect
 import torch
 
 from adapters.api.checkpoint import CheckpointRef
+from adapters.api.errors import InputError
 from adapters.api.sampler import ModelInfo
 from adapters.base import TorchSampler
 from adapters.builder import build_sampler, sample_fields
@@ -82,8 +83,17 @@ class TARFlowSampler(TorchSampler):
         return {**{k: v for k, v in options.items() if k not in self.PARALLEL_OPTIONS}, "decoding": SEQUENTIAL}
 
     def check_options(self, **options) -> None:
-        """Raise InputError for bad decoding options before anything is sampled."""
+        """Raise InputError for bad decoding options before anything is sampled: each of the declared
+        type (`TorchSampler.check_options`), and no Jacobi option under a decoding that ignores it (a
+        setting timed as sequential decoding but labelled with a tolerance would be a false row)."""
+        super().check_options(**options)
         defaults = inspect.signature(self._generate).parameters
+        decoding = options.get("decoding", defaults["decoding"].default)
+        if decoding == SEQUENTIAL:
+            unused = sorted(k for k in options if k in self.PARALLEL_OPTIONS and k != "decoding")
+            if unused:
+                raise InputError(f"{self.info.name}: {', '.join(unused)} has no effect under decoding='{SEQUENTIAL}'; "
+                                 f"it is used by decoding='jacobi' and 'gs-jacobi' (add decoding=jacobi, or drop it)")
         given = {k: options.get(k, defaults[k].default) for k in self.PARALLEL_OPTIONS}
         resolve_schedules(self.info.name, self.config.num_blocks, self.config.num_patches, **given)
 
