@@ -38,7 +38,8 @@ from adapters.api.errors import InputError
 from adapters.api.sampler import (
     ModelInfo,
     NonFiniteSampleError,
-    check_generate_inputs,
+    as_generate_inputs,
+    check_decode_input,
     check_guidance,
 )
 
@@ -231,12 +232,14 @@ class JaxSampler:
 
     def generate(self, noise, labels, *, guidance: float | None = None, **options: Any):
         """Noise (N, *sample_shape) and labels (N,) or None -> samples, a jax.Array."""
-        import torch
-
-        check_generate_inputs(self.info, torch.as_tensor(_host_array(noise)),
-                              None if labels is None else torch.as_tensor(_host_array(labels)))
+        noise, labels = as_generate_inputs(self.info, _host_array(noise),
+                                           None if labels is None else _host_array(labels))
         g, options = self._resolve(guidance, options)
-        n = _host_array(noise).shape[0]
+        n = noise.shape[0]
+        if n == 0:  # an empty batch is an empty result, not a shape error from XLA
+            import jax.numpy as jnp
+
+            return jnp.zeros((0, *self.info.sample_shape), self.dtype)
         args = self.arguments(GENERATOR, n, noise, labels)
         self.last_stats = {}
         if self._stats is None:
@@ -247,7 +250,7 @@ class JaxSampler:
 
     def decode(self, x):
         """Model-space samples -> images in [-1, 1], NCHW, a jax.Array."""
-        x = _host_array(x)
+        x = check_decode_input(self.info, _host_array(x))
         args = self.arguments(DECODER, x.shape[0], x, None)
         return _check_finite(self._function(DECODER, 0.0, {})(*args), f"{self.info.name} decode")
 

@@ -56,3 +56,28 @@ def test_space_is_pixel_or_latent_and_a_latent_decodes_at_eight_times_its_side()
 def test_every_family_refuses_an_unknown_space(model_id):
     with pytest.raises(InputError, match=f"{model_id}: space must be"):
         model_info(model_id, space="voxel")
+
+
+def test_the_python_api_takes_what_a_user_passes():
+    """Lists, numpy arrays and any integer dtype for labels; an empty batch gives an empty
+    result; non-finite noise is the input's fault (said before any network runs)."""
+    import numpy as np
+
+    from adapters import load_sampler
+    from adapters.api.errors import InputError
+
+    s = load_sampler("rf-mini")
+    noise, labels = torch.randn(3, 3, 8, 8), torch.tensor([1, 2, 3])
+    ref = s.generate(noise, labels)
+    assert torch.equal(s.generate(noise.numpy(), labels.tolist()), ref)
+    for dtype in (torch.int8, torch.int16, torch.int32, torch.uint8):
+        assert torch.equal(s.generate(noise, labels.to(dtype)), ref)
+    assert s.generate(noise[:0], labels[:0]).shape == (0, 3, 8, 8)
+    bad = noise.clone()
+    bad[2, 0, 0, 0] = float("nan")
+    with pytest.raises(InputError, match=r"the noise passed in holds NaN or Inf in 1 of 3 samples \(batch rows \[2\]\)"):
+        s.generate(bad, labels)
+    with pytest.raises(InputError, match="labels must be integers"):
+        s.generate(noise, np.array([1.0, 2.0, 3.0]))
+    with pytest.raises(InputError, match="noise must be a tensor, a numpy array or a list of numbers, got str"):
+        s.generate("noise", labels)

@@ -65,12 +65,26 @@ def test_bad_inputs_and_options_are_input_errors(fake_jax_family):
         load_sampler("fake-jax", backend="tf")
 
 
-def test_non_finite_output_is_refused(fake_jax_family):
+def test_non_finite_output_is_refused_and_non_finite_input_is_the_inputs_fault(fake_jax_family):
     j = load_sampler("fake-jax", backend="jax")
     noise, labels = inputs(3)
-    noise[1, 0, 0, 0] = float("inf")
+    noise[1, 0, 0, 0] = 1e38  # finite, but scaled past float32's range by the port
     with pytest.raises(NonFiniteSampleError, match=r"1 of 3 samples \(batch rows \[1\]\)"):
+        j.generate(noise, labels, scale=1e3)
+    noise[1, 0, 0, 0] = float("inf")
+    with pytest.raises(InputError, match=r"the noise passed in holds NaN or Inf in 1 of 3 samples \(batch rows \[1\]\)"):
         j.generate(noise, labels)
+
+
+def test_lists_numpy_arrays_and_empty_batches(fake_jax_family):
+    j = load_sampler("fake-jax", backend="jax")
+    noise, labels = inputs(3)
+    ref = np.asarray(j.generate(noise, labels))
+    np.testing.assert_array_equal(np.asarray(j.generate(noise.numpy(), labels.tolist())), ref)
+    np.testing.assert_array_equal(np.asarray(j.generate(noise, labels.to(torch.int16))), ref)
+    assert j.generate(noise[:0], labels[:0]).shape == (0, 4, 4, 4)
+    with pytest.raises(InputError, match=r"decode takes model-space samples of shape \(N, 4, 4, 4\)"):
+        j.decode(np.zeros((2, 3, 4, 4), np.float32))
 
 
 def test_compiled_call_is_compiled_once_and_reports_its_cost(fake_jax_family):
