@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import entry_points
@@ -29,7 +30,8 @@ from torch.overrides import TorchFunctionMode
 from adapters.api.checkpoint import CheckpointRef
 from adapters.api.config import check_overrides
 from adapters.api.errors import InputError
-from adapters.api.sampler import DecoderInfo, ModelInfo, Sampler
+from adapters.api.files import atomic_write
+from adapters.api.sampler import RANDOM_INIT, DecoderInfo, ModelInfo, Sampler
 from adapters.api.seeding import seeded_init
 
 ENTRY_POINT_GROUP = "nfebench.adapters"
@@ -51,6 +53,10 @@ class ModelSpec:
     - ``decoding_plan``: ``plan(sampler, images, labels) -> (options, how)``, the options of a
       family-specific fast decoding chosen on training images, and how they were chosen.
     - ``decoder``: what the decoder of a latent family costs (`DecoderInfo`); None for pixel space.
+
+    ``infos`` is the family's ``infos.json``: the `ModelInfo` of each id at its default config
+    with random weights, written by `write_infos` (``nfebench list --write-infos``) and held equal
+    to the built model by a test, so `model_info` answers without building (``nfebench list``).
     """
 
     name: str
@@ -62,6 +68,7 @@ class ModelSpec:
     trainer: str | None = None
     decoding_plan: str | None = None
     decoder: DecoderInfo | None = None
+    infos: Path | None = None
 
     def resolve(self, hook: str) -> Any:
         """The object a hook names (``"trainer"``, ``"decoding_plan"``), imported now; an id
@@ -86,14 +93,15 @@ _loaded = False
 
 def register(name: str, *, family: str, config: Any, build: Builder, description: str = "",
              jax_port: str | None = None, trainer: str | None = None, decoding_plan: str | None = None,
-             decoder: DecoderInfo | None = None) -> None:
+             decoder: DecoderInfo | None = None, infos: str | Path | None = None) -> None:
     """Add a model id (see `ModelSpec` for the hooks). Duplicate ids are refused so two families
     cannot shadow each other."""
     if name in _REGISTRY:
         raise ValueError(f"model id {name!r} is already registered by family {_REGISTRY[name].family!r}")
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"{name}: config must be a dataclass instance, got {type(config).__name__}")
-    _REGISTRY[name] = ModelSpec(name, family, config, build, description, jax_port, trainer, decoding_plan, decoder)
+    _REGISTRY[name] = ModelSpec(name, family, config, build, description, jax_port, trainer, decoding_plan, decoder,
+                                None if infos is None else Path(infos))
 
 
 def register_sizes(sizes: Mapping[str, Size | tuple[Any, str]], *, family: str, build: Builder, **hooks: Any) -> None:
@@ -229,8 +237,50 @@ class _SkipMetaInit(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def model_info(model_id: str, **config_overrides: Any) -> ModelInfo:
-    """ModelInfo of an id with random weights, built on the meta device without initialising
-    weights (no memory, next to no time; shapes, counts and FLOPs do not depend on values)."""
+def _built_info(model_id: str, **config_overrides: Any) -> ModelInfo:
+    """ModelInfo of an id built on the meta device without running initialisers."""
     with _SkipMetaInit():
         return load_sampler(model_id, device="meta", **config_overrides).info
+
+
+_infos_read: dict[Path, dict[str, Any]] = {}  # infos.json files read in this process
+
+
+def _cached_info(spec: ModelSpec) -> ModelInfo | None:
+    """The id's entry of its family's infos.json, or None (no file, or the id is not in it)."""
+    if spec.infos is None or not spec.infos.is_file():
+        return None
+    if spec.infos not in _infos_read:
+        _infos_read[spec.infos] = json.loads(spec.infos.read_text())
+    entry = _infos_read[spec.infos].get(spec.name)
+    if entry is None:
+        return None
+    return ModelInfo(**{**entry, "sample_shape": tuple(entry["sample_shape"])}, weights=RANDOM_INIT)
+
+
+def model_info(model_id: str, **config_overrides: Any) -> ModelInfo:
+    """ModelInfo of an id with random weights: at its default config from its family's infos.json
+    when it has one (no build at all), else built on the meta device without initialising weights
+    (no memory, little time; shapes, counts and FLOPs do not depend on values)."""
+    if not config_overrides:
+        cached = _cached_info(get_spec(model_id))
+        if cached is not None:
+            return cached
+    return _built_info(model_id, **config_overrides)
+
+
+def write_infos() -> list[Path]:
+    """Write every family's infos.json from its built models (one file per `ModelSpec.infos`, ids
+    sorted, atomically); returns the files written. Run it (``nfebench list --write-infos``) after
+    changing a family's architecture or size table: a test holds the files to the built models."""
+    files: dict[Path, dict[str, Any]] = {}
+    for model_id in list_models():
+        spec = get_spec(model_id)
+        if spec.infos is not None:
+            info = _built_info(model_id).to_dict()
+            del info["weights"]  # random-init by definition: the infos are of the default config's build
+            files.setdefault(spec.infos, {})[model_id] = info
+    for path, entries in files.items():
+        atomic_write(path, json.dumps(dict(sorted(entries.items())), indent=1) + "\n")
+        _infos_read.pop(path, None)
+    return sorted(files)

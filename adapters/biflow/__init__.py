@@ -5,10 +5,14 @@ from a frozen TARFlow teacher (the mini track). This module registers the size v
 each BiFlow's stages follow the flow blocks of its iTARFlow teacher.
 """
 
+from pathlib import Path
+
 from adapters.api.registry import Size, register_sizes
 from adapters.biflow.model import FAMILY, BiFlowConfig, build
 from adapters.tarflow import ITARFLOW_XL2, TARFLOW_MINI
 from adapters.vae import SD_VAE_DECODER
+
+INFOS = Path(__file__).with_name("infos.json")  # ModelInfo of each id, for `nfebench list`
 
 SIZES = {
     # width 768, 12 trunk blocks + 1 denoising block, stages = iTARFlow-B/2 blocks
@@ -22,4 +26,4 @@ SIZES = {
                         "mini track: BiFlow student of tarflow-mini on 8x8 digits, one pass (~0.4M)"),
 }
 register_sizes(SIZES, family=FAMILY, build=build, jax_port="adapters.biflow.jax_port",
-               trainer="adapters.biflow.train:trainable", decoder=SD_VAE_DECODER)
+               trainer="adapters.biflow.train:trainable", decoder=SD_VAE_DECODER, infos=INFOS)

@@ -16,10 +16,13 @@ Example::
 """
 
 from dataclasses import replace
+from pathlib import Path
 
 from adapters.api.registry import Size, register_sizes
 from adapters.dmf.model import FAMILY, DMFConfig, build
 from adapters.vae import SD_VAE_DECODER
+
+INFOS = Path(__file__).with_name("infos.json")  # ModelInfo of each id, for `nfebench list`
 
 _SAMPLER = "1 Euler step of the average velocity by default (num_steps=k, guidance, guidance_interval, shift)"
 XL2 = DMFConfig(hidden_size=1152, depth=28, num_heads=16, dmf_depth=20)
@@ -33,4 +36,4 @@ SIZES = {
                         f"DMF-XL/2 at 512 px (~676.0M, qk_norm, shift 1.5), loads the released dmf_xl_2_512.pt "
                         f"(FID 2.12 at 1 NFE): {_SAMPLER}"),
 }
-register_sizes(SIZES, family=FAMILY, build=build, decoder=SD_VAE_DECODER)
+register_sizes(SIZES, family=FAMILY, build=build, decoder=SD_VAE_DECODER, infos=INFOS)

@@ -14,9 +14,13 @@ Example::
     (88948256, 1, (4, 32, 32), 256)
 """
 
+from pathlib import Path
+
 from adapters.api.registry import Size, register_sizes
 from adapters.imf.model import FAMILY, IMFConfig, build
 from adapters.vae import SD_VAE_DECODER
+
+INFOS = Path(__file__).with_name("infos.json")  # ModelInfo of each id, for `nfebench list`
 
 SIZES = {
     "imf-b2": Size(IMFConfig(hidden_size=768, depth=12, num_heads=12, reference_settings=((1, 8.0, 0.4, 0.65),)),
@@ -30,4 +34,5 @@ SIZES = {
                     "iMF-XL/2 (610.4M), 1 step, omega 8.0 on [0.42, 0.62]; num_steps=2: omega 4.0 on "
                     "[0.36, 0.64] (released iMF-XL-2.pth, FID 1.72 / 1.54)"),
 }
-register_sizes(SIZES, family=FAMILY, build=build, jax_port="adapters.imf.jax_port", decoder=SD_VAE_DECODER)
+register_sizes(SIZES, family=FAMILY, build=build, jax_port="adapters.imf.jax_port", decoder=SD_VAE_DECODER,
+               infos=INFOS)

@@ -15,8 +15,12 @@ Example::
     (118234240, 'pixel', (3, 256, 256), 256)
 """
 
+from pathlib import Path
+
 from adapters.api.registry import Size, register_sizes
 from adapters.pmf.model import FAMILY, PMFConfig, build
+
+INFOS = Path(__file__).with_name("infos.json")  # ModelInfo of each id, for `nfebench list`
 
 _B = dict(hidden_size=768, depth=16, num_heads=12, bottleneck_channels=128)
 _L = dict(hidden_size=1024, depth=32, num_heads=16, bottleneck_channels=128)
@@ -38,4 +42,5 @@ SIZES = {
     "pmf-h32": Size(PMFConfig(**_H, **_512, noise_scale=4.0, reference_settings=((1, 5.5, 0.1, 0.6),)),
                     "pMF-H/32 (959.1M), 512 px, omega 5.5 on [0.1, 0.6], noise x4 (released pMF-H-32.pt, FID 2.48)"),
 }
-register_sizes(SIZES, family=FAMILY, build=build, jax_port="adapters.pmf.jax_port")  # pixel space: no decoder
+# Pixel space: no decoder.
+register_sizes(SIZES, family=FAMILY, build=build, jax_port="adapters.pmf.jax_port", infos=INFOS)

@@ -16,9 +16,13 @@ Example::
     (131288080, 1, (4, 32, 32), 256)
 """
 
+from pathlib import Path
+
 from adapters.api.registry import Size, register_sizes
 from adapters.soflow.model import FAMILY, SoFlowConfig, build
 from adapters.vae import SD_VAE_DECODER
+
+INFOS = Path(__file__).with_name("infos.json")  # ModelInfo of each id, for `nfebench list`
 
 _SAMPLER = "1 step by default; num_steps=k jumps to data k times, re-noising between jumps (NFE k)"
 SIZES = {
@@ -34,4 +38,4 @@ SIZES = {
                        f"SoFlow-XL/2 (676.7M), released XL-2-cond/ckpts/1200000.pt: {_SAMPLER} "
                        f"(FID-50K 2.96 / 2.66 at 1 / 2 NFE)"),
 }
-register_sizes(SIZES, family=FAMILY, build=build, decoder=SD_VAE_DECODER)
+register_sizes(SIZES, family=FAMILY, build=build, decoder=SD_VAE_DECODER, infos=INFOS)

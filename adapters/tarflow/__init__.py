@@ -9,10 +9,14 @@ the maximum-likelihood objective of the mini track. This module registers the si
 from one table.
 """
 
+from pathlib import Path
+
 from adapters.api.registry import Size, register_sizes
 from adapters.tarflow.config import TARFlowConfig
 from adapters.tarflow.sampler import FAMILY, build
 from adapters.vae import SD_VAE_DECODER
+
+INFOS = Path(__file__).with_name("infos.json")  # ModelInfo of each id, for `nfebench list`
 
 # Pixel-space TARFlow (Zhai et al., arXiv 2412.06329), named P-Ch-T-K-sigma in the paper;
 # configs from the apple/ml-tarflow README. AFHQ has 3 classes (cat, dog, wild).
@@ -53,4 +57,4 @@ SIZES = {
 }
 register_sizes(SIZES, family=FAMILY, build=build, jax_port="adapters.tarflow.jax_port",
                trainer="adapters.tarflow.train:trainable", decoding_plan="adapters.tarflow.gsjacobi:planned_setting",
-               decoder=SD_VAE_DECODER)
+               decoder=SD_VAE_DECODER, infos=INFOS)

@@ -1,4 +1,5 @@
-"""`nfebench list`: every model id with its ModelInfo (random weights, built on the meta device)."""
+"""`nfebench list`: every model id with its ModelInfo (random weights): from each family's infos.json,
+or built on the meta device where a family has none."""
 
 from __future__ import annotations
 
@@ -7,14 +8,22 @@ import json
 import sys
 
 from adapters import get_spec, list_models, model_info
+from adapters.api.registry import write_infos
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list of ModelInfo objects")
     p.add_argument("--family", help="only ids of this family")
+    p.add_argument("--write-infos", action="store_true",
+                   help="rewrite each family's infos.json (the ModelInfo of its ids, which `list` reads instead of "
+                        "building every model) from the built models; run it after changing a family's sizes")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.write_infos:
+        for path in write_infos():
+            print(f"wrote {path}")
+        return 0
     ids = [m for m in list_models() if args.family is None or get_spec(m).family == args.family]
     infos = [model_info(m) for m in ids]
     if args.json:

@@ -102,3 +102,29 @@ def test_random_weights_are_the_same_in_every_build_and_leave_the_rng_alone(toy_
     a, b = load_sampler(toy_family), load_sampler(toy_family)
     assert torch.equal(a.net.weight, b.net.weight)
     assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is untouched
+
+
+@pytest.mark.parametrize("model_id", list_models())
+def test_a_familys_infos_equal_its_built_models(model_id):
+    """`nfebench list` reads each family's infos.json instead of building every model; the file
+    must say what the build says (regenerate it with `nfebench list --write-infos`)."""
+    spec = registry.get_spec(model_id)
+    cached = registry._cached_info(spec)
+    assert spec.infos is None or cached is not None, f"{model_id} is missing from {spec.infos}: nfebench list --write-infos"
+    if cached is not None:
+        assert cached == registry._built_info(model_id), f"{spec.infos} is stale: nfebench list --write-infos"
+
+
+def test_list_json_is_what_it_was_before_the_infos(capsys):
+    """`nfebench list --json` of every id the 708b119 release listed (its output, kept as test data)
+    is unchanged, but for the MeanFlow reconstructions that the official sizes replaced (issue 22)."""
+    import json
+    from pathlib import Path
+
+    from harness.cli import main
+
+    before = {m["name"]: m for m in json.loads((Path(__file__).parent / "data" / "list-708b119.json").read_text())}
+    assert main(["list", "--json"]) == 0
+    now = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    kept = sorted(m for m in before if not m.startswith("meanflow-"))
+    assert len(kept) == 24 and [now[m] for m in kept] == [before[m] for m in kept]
