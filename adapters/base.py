@@ -31,7 +31,7 @@ from torch import nn
 
 from adapters.api.config import check_value
 from adapters.api.errors import InputError
-from adapters.api.sampler import ModelInfo, check_finite, check_generate_inputs
+from adapters.api.sampler import ModelInfo, as_generate_inputs, check_finite
 from adapters.builder import count_params  # noqa: F401  (families count through it)
 from adapters.vae import SD_FT_EMA, SDVAEDecoder, VAESpec
 
@@ -156,7 +156,7 @@ class TorchSampler:
 
     def generate(self, noise: torch.Tensor, labels: torch.Tensor | None, *, guidance: float | None = None,
                  **family_options: Any) -> torch.Tensor:
-        check_generate_inputs(self.info, noise, labels)
+        noise, labels = as_generate_inputs(self.info, noise, labels)  # lists and numpy arrays too
         unknown = sorted(set(family_options) - set(self.family_options))
         if unknown:
             raise InputError(
@@ -167,6 +167,8 @@ class TorchSampler:
         if labels is not None:
             labels = labels.to(self.device, torch.long)
         self.last_stats = {}
+        if noise.shape[0] == 0:  # an empty batch is an empty result, not a reshape error inside a network
+            return noise.clone()
         with torch.no_grad():
             x = self._generate(noise, labels, guidance, **family_options)
         return check_finite(x, f"{self.info.name} generate")

@@ -43,7 +43,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +51,14 @@ from adapters.api.checkpoint import CheckpointRef
 from adapters.api.config import option
 from adapters.api.errors import InputError
 from adapters.api.sampler import ModelInfo, check_guidance
-from adapters.base import TorchSampler, check_heads, check_num_steps, check_patch_grid
+from adapters.base import (
+    TorchSampler,
+    check_heads,
+    check_num_steps,
+    check_patch_grid,
+    check_step_noise,
+)
+from adapters.base import derive_step_noise as derive_own_step_noise
 from adapters.builder import Layout, build_sampler, sample_fields
 from adapters.flowmatch.model import DiT
 from adapters.vae import SD_FT_MSE
@@ -100,46 +106,9 @@ def check_no_guidance(name: str, guidance: object) -> None:
 
 
 def derive_step_noise(noise: torch.Tensor, num_steps: int) -> torch.Tensor:
-    """The re-noising draws (N, k - 1, C, H, W) of each sample, derived from its own noise alone.
-
-    Each sample's draws come from a CPU generator seeded with the SHA-256 of its noise,
-    drawn one step at a time (so k = 2's draw is k = 3's first). A seeded generator rather
-    than a fixed orthogonal transform of the noise: a transform's output is a deterministic
-    linear function of the noise it would re-noise, where inference.py's draws are
-    independent of it; a hash-seeded stream is (pseudo-)independent and still depends on
-    nothing but the sample. The hash reads the noise rounded to bfloat16, so a float32 run
-    and a bfloat16 run of the same noise draw the same step noise.
-
-    Example::
-
-        >>> z = torch.randn(3, 4, 8, 8)
-        >>> eps = derive_step_noise(z, 3)
-        >>> eps.shape, torch.equal(derive_step_noise(z[1:2], 3), eps[1:2])
-        (torch.Size([3, 2, 4, 8, 8]), True)
-    """
-    if num_steps == 1:  # one step re-noises nothing, and reads no values (meta tensors have none)
-        return noise.new_empty(noise.shape[0], 0, *noise.shape[1:])
-    keys = noise.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16)  # (N, C, H, W), exact bits
-    out = torch.empty(noise.shape[0], num_steps - 1, *noise.shape[1:])  # (N, k - 1, C, H, W) float32
-    gen = torch.Generator()
-    for row, key in enumerate(keys):
-        digest = hashlib.sha256(STEP_NOISE_TAG + key.numpy().tobytes()).digest()
-        gen.manual_seed(int.from_bytes(digest[:8], "little") >> 1)  # 63 bits: a valid torch seed
-        for step in range(num_steps - 1):
-            torch.randn(tuple(noise.shape[1:]), generator=gen, out=out[row, step])
-    return out
-
-
-def check_step_noise(name: str, step_noise: object, noise: torch.Tensor, num_steps: int) -> torch.Tensor:
-    """`step_noise` if it is a floating tensor of shape (N, num_steps - 1, *noise's sample shape)."""
-    expected = (noise.shape[0], num_steps - 1, *noise.shape[1:])
-    if not isinstance(step_noise, torch.Tensor) or not step_noise.is_floating_point():
-        raise InputError(f"{name}: step_noise must be a floating-point tensor of shape {expected}, "
-                         f"got {type(step_noise).__name__}")
-    if tuple(step_noise.shape) != expected:
-        raise InputError(f"{name}: step_noise has shape {tuple(step_noise.shape)}, expected {expected} "
-                         f"(N samples, num_steps - 1 = {num_steps - 1} re-noising draws each)")
-    return step_noise
+    """SoFlow's re-noising draws (N, k - 1, C, H, W), each sample's own: `adapters.base.derive_step_noise`
+    on SoFlow's stream (`STEP_NOISE_TAG`)."""
+    return derive_own_step_noise(noise, num_steps, tag=STEP_NOISE_TAG)
 
 
 class SoFlowSampler(TorchSampler):

@@ -104,7 +104,7 @@ def main_job_timings(record: Record) -> Block:
     """ms per image of every model of the main job, generator only at each batch size and with the
     SD-VAE decode, with each point's share of the run's own matmul peak."""
     path, df = _bench(record)
-    timed = df[(df.metric == "ms_per_image") & (df.model != "sd-vae")]
+    timed = df[(df.metric == "ms_per_image") & (df.decode != "only")]  # decoder-alone rows are the decoders'
     off_bs = sorted({int(b) for b in timed[timed.decode == "off"].batch_size})
     on_bs = sorted({int(b) for b in timed[timed.decode == "on"].batch_size})
     t = Table(("model", *[f"batch {b}" for b in off_bs], *[f"batch {b} + decode" for b in on_bs], "GFLOP / image",
@@ -122,7 +122,7 @@ def main_job_timings(record: Record) -> Block:
         t.rows.append([f"`{model}`", *[ms(model, "off", b) for b in off_bs], *[ms(model, "on", b) for b in on_bs],
                        t.num(None if flops is None else flops / 1e9, "gflop", 1),
                        *["" if r is None else t.num(r["value"] * 100, "percent", 0, unit="%") for r in share]])
-    vae = df[(df.model == "sd-vae") & (df.metric == "ms_per_image")].to_dict("records")
+    decoders = df[(df.decode == "only") & (df.metric == "ms_per_image")].to_dict("records")
     calib = {r["cfg"].get("when"): r for r in df[df.metric == "calibration_ms"].to_dict("records")}
     peak = calib.get("start", {}).get("cfg", {}).get("peak_flop_per_s")
     minutes = _run_minutes(path)
@@ -134,10 +134,10 @@ def main_job_timings(record: Record) -> Block:
             "alone and with the SD-VAE decode, and the generator's share of the run's matmul peak.")
     table = t.markdown()
     notes = []
-    if vae:
-        v = vae[0]
-        notes.append(f"The SD-VAE decode alone: {t.num(v['value'], 'ms', None, v['ci_low'], v['ci_high'])} ms per "
-                     f"image at batch {v['batch_size']}.")
+    for v in decoders:  # one per decoder (the SD-VAE's `sd-vae`, FACM's `va-vae`) and batch size
+        name = "SD-VAE" if v["model"] == "sd-vae" else f"`{v['model']}`"
+        notes.append(f"The {name} decode alone: {t.num(v['value'], 'ms', None, v['ci_low'], v['ci_high'])} "
+                     f"ms per image at batch {v['batch_size']}.")
     if peak:
         notes.append(f"The run's matmul peak (its opening calibration's fastest call): "
                      f"{t.num(peak / 1e9, 'gflops', 0)} GFLOP/s; calibration "

@@ -15,6 +15,7 @@ EXPECTED_IDS = {
     "sit-b2", "sit-l2", "sit-xl2", "imf-b2", "imf-m2", "imf-l2", "imf-xl2",
     "pmf-b16", "pmf-l16", "pmf-h16", "pmf-b32", "pmf-l32", "pmf-h32",
     "dmf-b2", "dmf-l2", "dmf-xl2", "dmf-xl2-512", "soflow-b4", "soflow-b2", "soflow-m2", "soflow-l2", "soflow-xl2",
+    "facm-xl1",
 }
 
 
