@@ -60,8 +60,10 @@ def test_every_row_is_complete_and_consistent(rows):
         config = json.loads(r["config"])
         assert config["space"] in ("latent", "pixel") and config["paper_name"], where
         if r["metric"] in (FID, IS):
-            # The evaluator behind the figure: ADM's, or EDM2's calculate_metrics (DMF), with its reference named.
-            assert r["n"] == "50000" and config["mode"] in ("adm", "edm2") and config["reference"] and r["device"] == "", where
+            # The evaluator behind the figure: ADM's, EDM2's calculate_metrics (DMF) or torch-fidelity (FACM),
+            # with its reference named.
+            assert r["n"] == "50000" and config["mode"] in ("adm", "edm2", "torch-fidelity") and config["reference"] \
+                and r["device"] == "", where
             assert r["value"] > 0 and (r["metric"] != FID or r["value"] < 50), where
         else:
             assert r["metric"] == MS_PER_IMAGE and r["device"] in ("tpu", "gpu") and r["decode"] in ("on", "off", "")
@@ -174,8 +176,8 @@ def test_every_figure_of_the_reference_notes_is_in_the_csv(rows):
                 assert math.isclose(on, approx, abs_tol=0.5), name  # printed rounded, "~66"
                 checked += 2
     # Every row of the papers the notes cover but the GPU prose figure; families added after the notes
-    # (DMF, SoFlow) are read from their repositories at the line their citation names.
+    # (DMF, SoFlow, FACM) are read from their repositories at the line their citation names.
     covered = {r["config"] and json.loads(r["config"])["paper_name"] for r in rows} & {
         re.sub(r"\s*\(.*\)$", "", cells[0]) for _, _, body in _tables(NOTES.read_text()) for cells in body}
     assert checked == len([r for r in rows if r["device"] != "gpu" and json.loads(r["config"])["paper_name"] in covered])
-    assert {r["family"] for r in rows if json.loads(r["config"])["paper_name"] not in covered} <= {"dmf", "soflow"}
+    assert {r["family"] for r in rows if json.loads(r["config"])["paper_name"] not in covered} <= {"dmf", "soflow", "facm"}
