@@ -7,7 +7,15 @@ Released checkpoints come in a few shapes, and one reader serves them all:
   iMF's ``iMF-XL-2.pth``);
 - a training-script dictionary such as SiT's ``{"model", "ema", "opt", "args"}``, where
   ``args`` is an ``argparse.Namespace`` and ``opt`` an optimizer state;
-- safetensors files.
+- safetensors files;
+- an Orbax checkpoint folder, as flax's ``save_checkpoint`` writes a JAX TrainState
+  (MeanFlow's ``checkpoint_<step>/`` of {step, params, opt_state, ema_params}), or the folder
+  holding such ``checkpoint_<step>`` folders (the highest step is read, as flax's
+  ``restore_checkpoint`` does). It is restored by orbax without a target (orbax rebuilds the
+  tree from the folder's ``_METADATA``, in either of its layouts: OCDBT's ``manifest.ocdbt``
+  and ``d/``, or the one msgpack file ``checkpoint`` that flax 0.8 with orbax 0.4 writes), so
+  no JAX model is needed, and each top-level entry becomes a state_dict whose keys join the
+  tree's path with ``/`` (``ema_params`` -> ``{"net/x_embedder/proj/kernel": ...}``).
 
 Files are read with ``torch.load(weights_only=True)``: no pickled code runs. Metadata
 classes known to be plain data (`SAFE_GLOBALS`) are allowed; any other class the pickle
@@ -17,7 +25,8 @@ still load and nothing unknown is executed.
 When a file holds several weight entries, the EMA entry is chosen, as SiT's ``find_model``
 does; ``entry=`` (``load_sampler(..., ema=KEY)``, ``--set ema=KEY``) chooses another. The
 fingerprint (`ModelInfo.weights`) is ``sha256:<hex of the file>`` followed by ``#<entry>``
-when an entry was chosen out of a container, e.g. ``sha256:3f...9a#ema``.
+when an entry was chosen out of a container, e.g. ``sha256:3f...9a#ema``; of an Orbax folder
+it is ``folder-sha256:<hex>#<entry>`` over the files of the step folder read (`folder_sha256`).
 
 Example::
 
@@ -28,6 +37,8 @@ Example::
 from __future__ import annotations
 
 import argparse
+import hashlib
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +56,11 @@ SAFE_GLOBALS = (argparse.Namespace,)
 EMA_KEYS = ("ema", "model_ema", "ema_model", "state_dict_ema", "ema_state_dict")
 # Container keys that hold the raw (non-EMA) weights, in order of preference.
 RAW_KEYS = ("model", "state_dict", "net", "module", "params")
+# An Orbax checkpoint folder has this file (the tree's metadata) in every layout Orbax writes.
+ORBAX_METADATA = "_METADATA"
+# flax's save_checkpoint names the folder of each saved step so, inside the folder it was given.
+STEP_FOLDER = re.compile(r"checkpoint_(\d+)")
+TREE_SEP = "/"  # joins the path of a leaf of an Orbax tree into a state_dict key (flax's convention)
 
 
 class CheckpointWarning(UserWarning):
@@ -56,9 +72,10 @@ class CheckpointRef:
     """A checkpoint file and, optionally, which of its weight entries to load.
 
     Args:
-        path: the file (``.pt``, ``.pth``, ``.bin`` or ``.safetensors``).
-        entry: the key of the weights inside a container file (``"model"``, ``"ema"``, ...);
-            None: the EMA entry when there is one (see `choose_entry`).
+        path: the file (``.pt``, ``.pth``, ``.bin`` or ``.safetensors``), or an Orbax
+            checkpoint folder (or the folder holding its ``checkpoint_<step>`` folders).
+        entry: the key of the weights inside a container file (``"model"``, ``"ema"``,
+            ``"ema_params"``, ...); None: the EMA entry when there is one (see `choose_entry`).
     """
 
     path: Path
@@ -77,10 +94,50 @@ def file_sha256(path: str | Path) -> str:
     return "sha256:" + file_digest(path, "sha256")
 
 
+def folder_sha256(path: str | Path) -> str:
+    """``"folder-sha256:<hex>"`` of a folder's files: the sha256 of one line per file,
+    ``<sha256 hex of the file>  <its path relative to the folder>\n``, the files in sorted
+    order of those POSIX paths. That is sha256sum's output, so it can be checked with
+    ``(cd FOLDER && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' sha256sum) | sha256sum``.
+    Links and empty folders are not files and are not covered."""
+    path = Path(path)
+    files = sorted((f.relative_to(path).as_posix(), f) for f in path.rglob("*") if f.is_file())
+    h = hashlib.sha256()
+    for rel, f in files:
+        h.update(f"{file_digest(f, 'sha256')}  {rel}\n".encode())
+    return f"folder-sha256:{h.hexdigest()}"
+
+
+def orbax_folder(path: str | Path) -> Path:
+    """The Orbax checkpoint folder `path` names: `path` itself when it holds ``_METADATA``,
+    else its ``checkpoint_<step>`` folder of the highest step; a folder with neither is an
+    InputError saying what was looked for."""
+    path = Path(path)
+    if (path / ORBAX_METADATA).is_file():
+        return path
+    steps = {int(m.group(1)): p for p in path.iterdir()
+             if (m := STEP_FOLDER.fullmatch(p.name)) and (p / ORBAX_METADATA).is_file()}
+    if steps:
+        return steps[max(steps)]
+    legacy = sorted(p.name for p in path.iterdir() if STEP_FOLDER.fullmatch(p.name) and p.is_file())
+    hint = (f" ({', '.join(legacy[:3])} are flax msgpack files, written without Orbax, which nfebench does not "
+            f"read)" if legacy else "")
+    raise InputError(f"checkpoint folder {path} holds no checkpoint: it is neither an Orbax checkpoint folder "
+                     f"(with {ORBAX_METADATA}) nor a folder holding checkpoint_<step> ones, as flax's "
+                     f"save_checkpoint writes them{hint}. Pass the checkpoint folder or file the model was saved to")
+
+
+def weights_digest(path: str | Path) -> str:
+    """A checkpoint's fingerprint without its entry: a file's `file_sha256`, or the
+    `folder_sha256` of the Orbax folder a folder path names (`orbax_folder`)."""
+    path = Path(path)
+    return folder_sha256(orbax_folder(path)) if path.is_dir() else file_sha256(path)
+
+
 def fingerprint(ref: CheckpointRef, entry: str | None) -> str:
-    """`ModelInfo.weights` of weights read from `ref`: the file's sha256, plus ``#entry`` when
-    the weights were one entry of a container file."""
-    return file_sha256(ref.path) + (f"#{entry}" if entry else "")
+    """`ModelInfo.weights` of weights read from `ref`: the file's sha256 (an Orbax folder's
+    `folder_sha256`), plus ``#entry`` when the weights were one entry of a container."""
+    return weights_digest(ref.path) + (f"#{entry}" if entry else "")
 
 
 class _Skipped:
@@ -130,11 +187,70 @@ def _load_failure(path: Path, exc: BaseException) -> str:
     return f"{type(exc).__name__}{': ' + first if first else ''}"
 
 
+def _as_tensor(leaf: Any) -> torch.Tensor:
+    """An array leaf of an Orbax tree (numpy, ml_dtypes' bfloat16 or a Python scalar) -> a CPU tensor, exactly."""
+    import numpy as np
+
+    a = np.asarray(leaf)
+    if not a.ndim:
+        return torch.tensor(a.item())
+    a = a if a.flags.writeable else a.copy()  # torch shares the memory: no second copy of the weights
+    if a.dtype.name == "bfloat16":  # numpy has no bfloat16 of its own: reinterpret the bits
+        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _flat_tensors(tree: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A nested tree of dicts, lists and array leaves -> {"a/b/0/c": tensor}; None leaves (an
+    optimizer's empty states) are dropped."""
+    if isinstance(tree, Mapping):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    elif tree is None:
+        return {}
+    else:
+        return {prefix: _as_tensor(tree)}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in items:
+        out.update(_flat_tensors(value, f"{prefix}{TREE_SEP}{key}" if prefix else str(key)))
+    return out
+
+
+def read_orbax(path: str | Path) -> dict[str, Any]:
+    """The tree of the Orbax checkpoint folder `path` names (`orbax_folder`), restored by
+    orbax without a target, as {top-level key: state_dict of its leaves (`TREE_SEP`-joined
+    paths)}; a top-level leaf (a TrainState's ``step``) stays one tensor.
+
+    The whole tree is read: for a TrainState that is the weights, their EMA and the
+    optimizer's moments, about four times the weights' size in memory while loading.
+    """
+    folder = orbax_folder(path)
+    try:
+        import orbax.checkpoint as ocp
+    except ImportError as exc:
+        raise InputError(f"checkpoint folder {folder} is an Orbax checkpoint; reading it needs orbax-checkpoint "
+                         f"({exc.name} is not installed): pip install 'nfebench[jax]' (flax brings it)") from None
+    try:
+        tree = ocp.PyTreeCheckpointer().restore(folder)
+    except Exception as exc:  # orbax raises ValueError, FileNotFoundError, tensorstore errors, ...
+        first = str(exc).strip().split("\n")[0]
+        raise InputError(f"checkpoint folder {folder} could not be restored by orbax: {type(exc).__name__}"
+                         f"{': ' + first if first else ''}") from None
+    if not isinstance(tree, Mapping):  # a tree saved without names at its root: one plain state_dict
+        return _flat_tensors(tree)
+    return {str(k): (_flat_tensors(v) if isinstance(v, (Mapping, list, tuple)) else _as_tensor(v))
+            for k, v in tree.items() if v is not None}
+
+
 def read_file(path: str | Path) -> Any:
     """The object a checkpoint file holds, on the CPU, read without running pickled code. A file
     that is not a torch checkpoint or safetensors file (text, random bytes, a pickle of arbitrary
-    objects) is one InputError naming the file and what was found."""
+    objects) is one InputError naming the file and what was found. A folder is read as an
+    Orbax checkpoint (`read_orbax`)."""
     path = Path(path)
+    if path.is_dir():
+        return read_orbax(path)
     if not path.is_file():
         raise InputError(f"checkpoint {path} does not exist (pass a path to a saved state_dict)")
     try:

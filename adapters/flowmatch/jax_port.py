@@ -1,16 +1,14 @@
-"""Rectified Flow and MeanFlow on the DiT backbone, in Flax: a port of `adapters.flowmatch.model`.
+"""Rectified Flow on the DiT backbone, in Flax: a port of `adapters.flowmatch.model`.
 
-`convert_params` turns the torch `DiT`'s state_dict into this module's params, and
-`make_generate` returns the family's sampler as one pure function for `jax.jit`, with the
-torch samplers' semantics and input checks:
-
-- ``rectified-flow``: k-step Euler from t = 1 (noise) to t = 0 on the velocity field,
-  guided as v = v_c + g * (v_c - v_u) in one doubled batch (null class = num_classes).
-- ``meanflow``: x <- x - (t - r) * u(x, r, t) on k equal intervals, the network
-  conditioned on (t, t - r); guidance is trained in, so only `config.guidance` is accepted.
+`convert_params` turns the torch `DiT`'s state_dict into this module's params (with or
+without MeanFlow's interval embedder, for the ports built on this DiT: SiT's and the
+official MeanFlow's), and `make_generate` returns Rectified Flow's sampler as one pure
+function for `jax.jit`, with the torch sampler's semantics and input checks: k-step Euler
+from t = 1 (noise) to t = 0 on the velocity field, guided as v = v_c + g * (v_c - v_u) in
+one doubled batch (null class = num_classes).
 
 The steps run under `jax.lax.scan`, so a compiled sampler holds one copy of the network
-whatever `steps` is.
+whatever `num_steps` is.
 
 Example::
 
@@ -18,9 +16,9 @@ Example::
     >>> from adapters import load_sampler
     >>> s = load_sampler("rf-mini", hidden_size=64, depth=2, num_heads=4)
     >>> params = convert_params(s.net.state_dict(), s.config, "rf-mini")
-    >>> generate = jax.jit(make_generate(s.config, "rectified-flow"), static_argnames=("guidance", "steps"))
-    >>> generate(params, jnp.zeros((2, 4, 8, 8)), jnp.array([1, 2]), guidance=1.5, steps=2).shape
-    (2, 4, 8, 8)
+    >>> generate = jax.jit(make_generate(s.config, "rectified-flow"), static_argnames=("guidance", "num_steps"))
+    >>> generate(params, jnp.zeros((2, 3, 8, 8)), jnp.array([1, 2]), guidance=1.5, num_steps=2).shape
+    (2, 3, 8, 8)
 """
 
 from __future__ import annotations
@@ -34,14 +32,8 @@ from flax import linen as nn
 
 from adapters.api.errors import InputError
 from adapters.api.sampler import check_guidance
-from adapters.base import check_guided_labels
-from adapters.flowmatch.model import (
-    FAMILIES,
-    DiTSize,
-    FlowMatchConfig,
-    check_steps,
-    check_trained_guidance,
-)
+from adapters.base import check_guided_labels, check_num_steps
+from adapters.flowmatch.model import FAMILY, DiTSize, FlowMatchConfig
 from adapters.jax.convert import StateDictReader
 from adapters.jax.layers import (
     LabelEmbedder,
@@ -56,7 +48,10 @@ from adapters.jax.layers import (
 )
 from adapters.jax.sampler import port_loader
 
-FAMILY_OPTIONS = ("steps",)
+FAMILY_OPTIONS = ("num_steps",)
+# The two DiTs `convert_params` reads: without and with MeanFlow's interval embedder `h_embedder`
+# (the latter is the network of adapters/meanflow).
+FAMILIES = (FAMILY, "meanflow")
 
 
 class FinalLayer(nn.Module):
@@ -116,16 +111,18 @@ def make_dit(config: DiTSize, *, two_times: bool, time_scale: float) -> DiT:
                time_scale=time_scale)
 
 
-def convert_params(state_dict: Mapping[str, Any], config: FlowMatchConfig, what: str,
+def convert_params(state_dict: Mapping[str, Any], config: DiTSize, what: str,
                    family: str | None = None) -> dict:
     """The torch `DiT` state_dict -> params of `DiT` (the value of ``{"params": ...}``).
 
     Args:
         state_dict: tensors of the torch adapter's `net` (any dtype; converted to float32 numpy).
-        config: the torch adapter's `FlowMatchConfig`.
+        config: the torch adapter's config (its `DiTSize` fields are read).
         what: the model's name, for errors.
         family: ``"meanflow"`` expects the interval embedder `h_embedder`, ``"rectified-flow"``
             refuses it; None (default) decides by its presence in the state_dict.
+            ``pos_embed`` is read from the state_dict either way (a port whose torch DiT
+            computes its positions adds them).
 
     Raises:
         InputError naming every missing, unexpected and mis-shaped tensor.
@@ -133,8 +130,8 @@ def convert_params(state_dict: Mapping[str, Any], config: FlowMatchConfig, what:
     Example::
 
         >>> from adapters import load_sampler
-        >>> s = load_sampler("meanflow-b2", hidden_size=64, depth=2, num_heads=4, input_size=8, num_classes=10)
-        >>> sorted(convert_params(s.net.state_dict(), s.config, "meanflow-b2"))[:3]
+        >>> s = load_sampler("rf-mini", hidden_size=64, depth=2, num_heads=4)
+        >>> sorted(convert_params(s.net.state_dict(), s.config, "rf-mini"))[:3]
         ['blocks_0', 'blocks_1', 'final_layer']
     """
     if family is not None and family not in FAMILIES:
@@ -160,44 +157,42 @@ def convert_params(state_dict: Mapping[str, Any], config: FlowMatchConfig, what:
     return params
 
 
-def make_generate(config: FlowMatchConfig, family: str, *, name: str | None = None) -> Callable[..., jax.Array]:
-    """The family's sampler as ``generate(params, noise, labels, *, guidance, steps=None) -> x``.
+def make_generate(config: FlowMatchConfig, family: str = FAMILY, *,
+                  name: str | None = None) -> Callable[..., jax.Array]:
+    """Rectified Flow's sampler as ``generate(params, noise, labels, *, guidance, num_steps=None) -> x``.
 
     Args:
-        config: the torch adapter's `FlowMatchConfig` (sizes, default steps, MeanFlow's trained scale).
-        family: ``"rectified-flow"`` or ``"meanflow"`` (`ModelInfo.family`).
+        config: the torch adapter's `FlowMatchConfig` (sizes, default steps, time scale).
+        family: ``"rectified-flow"`` (`ModelInfo.family`).
         name: the model's name in error messages (default: `family`).
 
     `generate` takes params from `convert_params` in the dtype of `noise` (N, C, H, W),
     float32 or bfloat16; labels int (N,) or None (the null class); guidance a float (0 =
-    none) and steps a positive int or None (config.steps), both static under `jax.jit`.
-    Invalid options raise InputError while tracing, with the torch samplers' messages.
+    none) and num_steps a positive int or None (config.num_steps), both static under
+    `jax.jit`. Invalid options raise InputError while tracing, with the torch sampler's messages.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    if family != FAMILY:
+        raise ValueError(f"family must be {FAMILY!r}, got {family!r}")
     name = name or family
-    meanflow = family == "meanflow"
-    net = make_dit(config, two_times=meanflow, time_scale=config.time_scale)
+    net = make_dit(config, two_times=False, time_scale=config.time_scale)
     null_class = config.num_classes
 
     def generate(params: Mapping[str, Any], noise: jax.Array, labels: jax.Array | None, *, guidance: float,
-                 steps: int | None = None) -> jax.Array:
+                 num_steps: int | None = None) -> jax.Array:
         g = check_guidance(name, guidance)
-        if meanflow:
-            check_trained_guidance(name, g, config.guidance)
-        else:
-            check_guided_labels(name, g, labels)
-        steps = check_steps(name, config.steps if steps is None else steps)
-        if ("h_embedder" in params) != meanflow:
-            raise InputError(f"{name}: these params are not a {family} network's (convert with family={family!r})")
+        check_guided_labels(name, g, labels)
+        k = check_num_steps(name, config.num_steps if num_steps is None else num_steps)
+        if "h_embedder" in params:
+            raise InputError(f"{name}: these params are a MeanFlow network's (with h_embedder), not a {family} one's "
+                             f"(convert with family={family!r})")
         n = noise.shape[0]
         # The torch grid: float64 times 1 = t_0 > ... > t_k = 0; network times and step sizes
         # rounded to float32 as torch's time tensors and scalar products are.
-        times = np.linspace(1.0, 0.0, steps + 1)
+        times = np.linspace(1.0, 0.0, k + 1)
         t_now = times[:-1].astype(np.float32)  # (k,)
         delta = (times[:-1] - times[1:]).astype(np.float32)  # (k,) t - t_next > 0
 
-        def rf_step(x: jax.Array, ts: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
+        def step(x: jax.Array, ts: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
             t, dt = ts
             if g == 0.0 or labels is None:
                 v = net.apply({"params": params}, x, jnp.full((n,), t), labels)
@@ -208,12 +203,7 @@ def make_generate(config: FlowMatchConfig, family: str, *, name: str | None = No
                 v = v_c + scale_by(v_c - v_u, g)
             return x - scale_by(v, dt), None  # x + (t_next - t) * v
 
-        def meanflow_step(x: jax.Array, ts: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
-            t, h = ts  # h = t - r
-            u = net.apply({"params": params}, x, jnp.full((n,), t), labels, jnp.full((n,), h))
-            return x - scale_by(u, h), None
-
-        x, _ = jax.lax.scan(meanflow_step if meanflow else rf_step, noise, (t_now, delta))
+        x, _ = jax.lax.scan(step, noise, (t_now, delta))
         return x  # (N, C, H, W)
 
     return generate

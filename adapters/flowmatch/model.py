@@ -1,25 +1,32 @@
-"""Rectified Flow and MeanFlow on a DiT backbone (SD-VAE latent 4x32x32, patch 2).
+"""Rectified Flow on a DiT backbone (SD-VAE latent 4x32x32, patch 2, or pixels), and the DiT itself.
 
 The backbone follows facebookresearch/DiT (adaLN-Zero blocks, fixed 2-D sin-cos
 positions, sinusoidal timestep MLP, class table with a null row for guidance) and uses its
 parameter names and output token layout, so a DiT/SiT-layout state_dict with
-``learn_sigma=False`` loads unchanged (SiT's adapter, adapters/sit, builds on it). Samplers:
-Rectified Flow (velocity network, k-step Euler, 1 step by default; ``rf-mini``) and MeanFlow
-(``meanflow-b2`` / ``meanflow-xl2``, an average-velocity network conditioned on two times,
-arXiv 2505.13447).
+``learn_sigma=False`` loads unchanged. SiT, SoFlow, DMF and the official MeanFlow
+(adapters/sit, soflow, dmf, meanflow) build on it: ``two_times`` adds the interval embedder
+`h_embedder`, ``time_scale=1`` embeds raw times, ``computed_positions`` keeps the positions
+out of the parameters. The sampler here is Rectified Flow's (a velocity network, k-step
+Euler, 1 step by default): ``rf-mini``, the mini track's one-step baseline.
 
-Time convention for both: x_t = (1 - t) * x0 + t * noise, so t = 1 is noise and t = 0 is
-data; the instantaneous velocity is v = noise - x0 and samplers integrate from t = 1 to 0.
+Time convention: x_t = (1 - t) * x0 + t * noise, so t = 1 is noise and t = 0 is data; the
+instantaneous velocity is v = noise - x0 and the sampler integrates from t = 1 to 0.
+
+The step count is ``num_steps`` (config field and `generate` option), as in every family;
+``steps``, its old name here, still works in both places and warns (`take_steps_alias`,
+`rename_steps_option`).
 
 Random weights: adaLN-Zero zero-initialises every modulation and the output layer, so an
-untrained network predicts exactly zero velocity and both samplers return their input
-noise unchanged. The samples then differ per seed (nothing degenerate for FID's
-covariance), and timings are unaffected, but they are not images.
+untrained network predicts exactly zero velocity and the sampler returns its input noise
+unchanged. The samples then differ per seed (nothing degenerate for FID's covariance), and
+timings are unaffected, but they are not images.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,8 +39,8 @@ from adapters.base import (
     TorchSampler,
     check_guided_labels,
     check_heads,
+    check_num_steps,
     check_patch_grid,
-    check_positive_int,
 )
 from adapters.builder import build_sampler, sample_fields
 from adapters.layers import (
@@ -46,7 +53,7 @@ from adapters.layers import (
     zero_adaln,
 )
 
-FAMILIES = ("rectified-flow", "meanflow")
+FAMILY = "rectified-flow"
 
 
 def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:
@@ -109,6 +116,10 @@ class DiT(nn.Module):
             h = t - r, summed into the conditioning with t's and the class embedding.
         time_scale: times in [0, 1] are multiplied by this before the sinusoid (1000 puts
             them on DiT's timestep range; a SiT-style checkpoint trained on raw t uses 1).
+        computed_positions: keep the sin-cos positions in a non-persistent buffer, out of the
+            state_dict and the parameter count (the official MeanFlow module computes them in
+            its forward); False (default): DiT's frozen Parameter `pos_embed`, which DiT and
+            SiT state_dicts carry.
 
     Example::
 
@@ -119,7 +130,8 @@ class DiT(nn.Module):
 
     def __init__(self, *, input_size: int = 32, patch_size: int = 2, in_channels: int = 4,
                  hidden_size: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 num_classes: int = 1000, two_times: bool = False, time_scale: float = 1000.0):
+                 num_classes: int = 1000, two_times: bool = False, time_scale: float = 1000.0,
+                 computed_positions: bool = False):
         super().__init__()
         self.in_channels = in_channels
         self.patch_size = patch_size
@@ -128,8 +140,11 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(hidden_size, scale=time_scale)
         self.h_embedder = TimestepEmbedder(hidden_size, scale=time_scale) if two_times else None
         self.y_embedder = LabelEmbedder(num_classes, hidden_size)
-        # Fixed, as in DiT: a Parameter with requires_grad=False so DiT state_dicts carry it.
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid ** 2, hidden_size), requires_grad=False)
+        positions = torch.zeros(1, self.grid ** 2, hidden_size)  # filled by initialize_weights
+        if computed_positions:
+            self.register_buffer("pos_embed", positions, persistent=False)
+        else:  # fixed, as in DiT: a Parameter with requires_grad=False so DiT state_dicts carry it
+            self.pos_embed = nn.Parameter(positions, requires_grad=False)
         mlp_hidden = int(hidden_size * mlp_ratio)
         self.blocks = nn.ModuleList(TransformerBlock(hidden_size, num_heads, mlp_hidden, adaln=True)
                                     for _ in range(depth))
@@ -154,12 +169,13 @@ class DiT(nn.Module):
             nn.init.zeros_(p)
 
     @classmethod
-    def from_size(cls, size: DiTSize, *, two_times: bool = False, time_scale: float = 1000.0) -> DiT:
+    def from_size(cls, size: DiTSize, *, two_times: bool = False, time_scale: float = 1000.0,
+                  computed_positions: bool = False) -> DiT:
         """The DiT of a config's size fields (`DiTSize` or a config derived from it)."""
         return cls(input_size=size.input_size, patch_size=size.patch_size, in_channels=size.in_channels,
                    hidden_size=size.hidden_size, depth=size.depth, num_heads=size.num_heads,
                    mlp_ratio=size.mlp_ratio, num_classes=size.num_classes, two_times=two_times,
-                   time_scale=time_scale)
+                   time_scale=time_scale, computed_positions=computed_positions)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, p*p*C) in DiT's (row, col, p, q, c) token layout -> (N, C, H, W)."""
@@ -190,50 +206,56 @@ class DiT(nn.Module):
         return total
 
 
+def take_steps_alias(config: Any) -> None:
+    """The ``__post_init__`` of a frozen config with ``num_steps`` and the deprecated ``steps``
+    field: a ``steps`` given moves to ``num_steps`` (and ``steps`` back to None, so
+    `dataclasses.replace` keeps working), with a DeprecationWarning naming ``num_steps``."""
+    if config.steps is None:
+        return
+    warnings.warn(f"the config option steps is deprecated: use num_steps (steps={config.steps!r} sets "
+                  f"num_steps={config.steps!r})", DeprecationWarning, stacklevel=4)
+    object.__setattr__(config, "num_steps", config.steps)
+    object.__setattr__(config, "steps", None)
+
+
+def rename_steps_option(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`generate`'s options with the deprecated ``steps`` renamed ``num_steps``, with a
+    DeprecationWarning; both given is an InputError.
+
+    Example::
+
+        >>> import warnings; warnings.simplefilter("ignore")
+        >>> rename_steps_option("rf-mini", {"steps": 2})
+        {'num_steps': 2}
+    """
+    if "steps" not in options:
+        return options
+    if "num_steps" in options:
+        raise InputError(f"{name}: steps is the deprecated name of num_steps; give num_steps only")
+    warnings.warn(f"{name}: the option steps is deprecated: use num_steps", DeprecationWarning, stacklevel=3)
+    out = dict(options)
+    out["num_steps"] = out.pop("steps")
+    return out
+
+
 @dataclass(frozen=True)
 class FlowMatchConfig(DiTSize):
-    """Defaults of one flow-matching id; every field can be overridden in `load_sampler`."""
+    """Defaults of one Rectified Flow id; every field can be overridden in `load_sampler`."""
 
-    steps: int = option(1, "default sampling steps")
-    guidance: float = option(0.0, "RF: default guidance g (0 = none); MeanFlow: the scale trained into the checkpoint")
+    num_steps: int = option(1, "default Euler steps from t = 1 (noise) to 0 (data)")
+    guidance: float = option(0.0, "default guidance g (0 = none); DiT's cfg scale is 1 + g")
     time_scale: float = option(1000.0, "multiplier on t before the sinusoidal embedding")
     space: str = option("latent", "latent (SD-VAE, decoded at 8x) or pixel (decode is the identity)")
     vae: str | None = option(None, "SD-VAE folder or hub id (see adapters.vae)")
+    steps: int | None = option(None, "deprecated name of num_steps: sets it, with a DeprecationWarning")
+
+    def __post_init__(self):
+        take_steps_alias(self)
 
 
-def check_steps(name: str, steps: object) -> int:
-    """`steps` (this family's option name for the step count) if it is a positive int; else an InputError."""
-    return check_positive_int(name, "steps", steps)
-
-
-def check_trained_guidance(name: str, guidance: float, trained: float) -> None:
-    """MeanFlow's guidance is trained into the weights: any scale but `trained` is an InputError."""
-    if guidance != trained:
-        raise InputError(
-            f"{name}: MeanFlow's guidance is trained into the weights (scale "
-            f"{trained}); it cannot be changed at sampling time. Pass guidance=None, or set the "
-            f"config option guidance= to the scale the checkpoint was trained with"
-        )
-
-
-class _FlowSampler(TorchSampler):
-    """Shared state: the config, and the time grid 1 = t_0 > t_1 > ... > t_k = 0."""
-
-    def __init__(self, info: ModelInfo, net: DiT, config: FlowMatchConfig, *, device: torch.device,
-                 dtype: torch.dtype):
-        super().__init__(info, net, device=device, dtype=dtype, vae=config.vae)
-        self.config = config
-
-    def _times(self, steps: int | None) -> list[float]:
-        steps = check_steps(self.info.name, self.config.steps if steps is None else steps)
-        return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64).tolist()
-
-    def _time(self, value: float, n: int) -> torch.Tensor:
-        return torch.full((n,), value, device=self.device, dtype=torch.float32)  # (N,)
-
-
-class RectifiedFlowSampler(_FlowSampler):
-    """k-step Euler on the velocity field, with classifier-free guidance.
+class RectifiedFlowSampler(TorchSampler):
+    """k-step Euler on the velocity field, on the time grid 1 = t_0 > t_1 > ... > t_k = 0,
+    with classifier-free guidance.
 
     Guidance g (the harness convention: 0 means none) combines the conditional and
     unconditional (null-class) velocities as
@@ -244,6 +266,19 @@ class RectifiedFlowSampler(_FlowSampler):
     per image when g != 0 and 1 when g == 0. Labels None samples unconditionally (null
     class), where guidance has no meaning and a non-zero g is refused.
     """
+
+    def __init__(self, info: ModelInfo, net: DiT, config: FlowMatchConfig, *, device: torch.device,
+                 dtype: torch.dtype):
+        super().__init__(info, net, device=device, dtype=dtype, vae=config.vae)
+        self.config = config
+
+    def generate(self, noise: torch.Tensor, labels: torch.Tensor | None, *, guidance: float | None = None,
+                 **options: Any) -> torch.Tensor:
+        """`TorchSampler.generate`, also taking the deprecated ``steps`` for ``num_steps``."""
+        return super().generate(noise, labels, guidance=guidance, **rename_steps_option(self.info.name, options))
+
+    def _time(self, value: float, n: int) -> torch.Tensor:
+        return torch.full((n,), value, device=self.device, dtype=torch.float32)  # (N,)
 
     def velocity(self, x: torch.Tensor, t: float, labels: torch.Tensor | None, guidance: float) -> torch.Tensor:
         """The (guided) velocity at x (N, C, H, W) and time t."""
@@ -256,68 +291,16 @@ class RectifiedFlowSampler(_FlowSampler):
         return v_c + guidance * (v_c - v_u)
 
     def _generate(self, noise: torch.Tensor, labels: torch.Tensor | None, guidance: float | None, *,
-                  steps: int | None = None) -> torch.Tensor:
-        """Euler from t = 1 to 0: x <- x + (t_next - t) * v(x, t), `steps` (default config.steps) times."""
+                  num_steps: int | None = None) -> torch.Tensor:
+        """Euler from t = 1 to 0: x <- x + (t_next - t) * v(x, t), `num_steps` (default config.num_steps) times."""
         g = check_guidance(self.info.name, self.config.guidance if guidance is None else guidance)
         check_guided_labels(self.info.name, g, labels)
-        times = self._times(steps)
+        k = check_num_steps(self.info.name, self.config.num_steps if num_steps is None else num_steps)
+        times = torch.linspace(1.0, 0.0, k + 1, dtype=torch.float64).tolist()
         x = noise
         for t, t_next in zip(times[:-1], times[1:]):
             x = x + (t_next - t) * self.velocity(x, t, labels, g)
         return x
-
-
-class MeanFlowSampler(_FlowSampler):
-    """MeanFlow: u(x_t, r, t) is the average velocity over [r, t], so x_r = x_t - (t - r) * u.
-
-    One step (the default) is x0 = x1 - u(x1, r=0, t=1); `steps=k` applies the same update
-    on k equal intervals. The network is conditioned on (t, t - r), MeanFlow's preferred
-    pair. Guidance is trained into the weights at one scale (config `guidance`, in the
-    harness convention where 0 means none: MeanFlow's training scale omega is g = omega - 1),
-    so a sample always costs one evaluation per step. `generate(guidance=g)` accepts only
-    that trained scale and refuses any other: it cannot be changed at sampling time, and a
-    result row labelled with another scale would be false.
-    """
-
-    def average_velocity(self, x: torch.Tensor, r: float, t: float, labels: torch.Tensor | None) -> torch.Tensor:
-        n = x.shape[0]
-        return self.net(x, self._time(t, n), labels, self._time(t - r, n))
-
-    def _generate(self, noise: torch.Tensor, labels: torch.Tensor | None, guidance: float | None, *,
-                  steps: int | None = None) -> torch.Tensor:
-        if guidance is not None:
-            check_trained_guidance(self.info.name, check_guidance(self.info.name, guidance), self.config.guidance)
-        times = self._times(steps)
-        x = noise
-        for t, r in zip(times[:-1], times[1:]):
-            x = x - (t - r) * self.average_velocity(x, r, t, labels)
-        return x
-
-
-def _build(name: str, config: FlowMatchConfig, *, checkpoint: CheckpointRef | str | None,
-           device: str | torch.device, dtype: torch.dtype, family: str) -> _FlowSampler:
-    """The builder both families share: the DiT (with MeanFlow's interval embedder for
-    "meanflow") and the family's sampler (see `adapters.builder.build_sampler`)."""
-    check_steps(name, config.steps)
-    guidance = check_guidance(name, config.guidance)
-    check_patch_grid(name, config.input_size, config.patch_size)
-    check_heads(name, config.hidden_size, config.num_heads)
-    check_space(name, config.space)
-    meanflow = family == "meanflow"
-
-    def make_net() -> DiT:
-        return DiT.from_size(config, two_times=meanflow, time_scale=config.time_scale)
-
-    def describe(net: DiT) -> dict:
-        # NFE at the defaults: RF doubles each step when guided; MeanFlow's guidance is trained in.
-        return dict(nfe=config.steps * (1 if meanflow or guidance == 0.0 else 2), sequential_steps=config.steps,
-                    num_classes=config.num_classes,
-                    **sample_fields(config.space, config.in_channels, config.input_size))
-
-    cls = MeanFlowSampler if meanflow else RectifiedFlowSampler
-    return build_sampler(name, family, make_net=make_net, describe=describe, checkpoint=checkpoint, device=device,
-                         dtype=dtype, sampler=lambda info, net: cls(info, net, config, device=torch.device(device),
-                                                                    dtype=dtype))
 
 
 def build_rectified_flow(name: str, config: FlowMatchConfig, *, checkpoint: CheckpointRef | str | None = None,
@@ -331,10 +314,20 @@ def build_rectified_flow(name: str, config: FlowMatchConfig, *, checkpoint: Chec
         >>> s.info.family, s.info.nfe, s.info.sample_shape
         ('rectified-flow', 1, (4, 8, 8))
     """
-    return _build(name, config, checkpoint=checkpoint, device=device, dtype=dtype, family="rectified-flow")
+    steps = check_num_steps(name, config.num_steps)
+    guidance = check_guidance(name, config.guidance)
+    check_patch_grid(name, config.input_size, config.patch_size)
+    check_heads(name, config.hidden_size, config.num_heads)
+    check_space(name, config.space)
 
+    def make_net() -> DiT:
+        return DiT.from_size(config, time_scale=config.time_scale)
 
-def build_meanflow(name: str, config: FlowMatchConfig, *, checkpoint: CheckpointRef | str | None = None,
-                   device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> MeanFlowSampler:
-    """Registry builder for the MeanFlow ids (see `adapters.load_sampler`)."""
-    return _build(name, config, checkpoint=checkpoint, device=device, dtype=dtype, family="meanflow")
+    def describe(net: DiT) -> dict:
+        # NFE at the defaults: guidance doubles each step.
+        return dict(nfe=steps * (1 if guidance == 0.0 else 2), sequential_steps=steps, num_classes=config.num_classes,
+                    **sample_fields(config.space, config.in_channels, config.input_size))
+
+    return build_sampler(name, FAMILY, make_net=make_net, describe=describe, checkpoint=checkpoint, device=device,
+                         dtype=dtype, sampler=lambda info, net: RectifiedFlowSampler(
+                             info, net, config, device=torch.device(device), dtype=dtype))

@@ -150,3 +150,107 @@ def test_load_sampler_passes_the_entry_and_refuses_ema_without_a_checkpoint(tmp_
     assert load_sampler(toy_family, checkpoint=str(path), ema="model").info.weights.endswith("#model")
     with pytest.raises(InputError, match="no checkpoint was given"):
         load_sampler(toy_family, ema="model")
+
+
+# Orbax checkpoint folders (a JAX TrainState as flax's save_checkpoint writes it), read without a target.
+
+
+def save_orbax(folder, tree):
+    """`tree` saved as an Orbax PyTree checkpoint folder by the installed orbax (OCDBT)."""
+    ocp = pytest.importorskip("orbax.checkpoint")
+    ocp.PyTreeCheckpointer().save(folder, tree)
+    return folder
+
+
+def train_state():
+    """A TrainState-shaped tree of a new `net()`'s weights in flax's layout: kernels (in, out), nested names,
+    the EMA at 2x the raw weights, Adam's moments and its empty (None) states, a step."""
+    import numpy as np
+
+    sd = net().state_dict()
+    params = {"layers_0": {"kernel": sd["0.weight"].T.numpy(), "bias": sd["0.bias"].numpy()},
+              "layers_1": {"kernel": sd["1.weight"].T.numpy(), "bias": sd["1.bias"].numpy()}}
+    double = {k: {n: 2 * a for n, a in v.items()} for k, v in params.items()}
+    zeros = {k: {n: np.zeros_like(a) for n, a in v.items()} for k, v in params.items()}
+    return {"step": np.int64(40), "params": params, "ema_params": double,
+            "opt_state": [{"count": np.int32(40), "mu": zeros, "nu": zeros}, None, None]}
+
+
+def flax_to_torch(key):
+    """``layers_0/kernel`` -> ``0.weight``: the Sequential's names."""
+    return key.replace("layers_", "").replace("/kernel", ".weight").replace("/", ".")
+
+
+def transpose_weights(sd):
+    """Flax's Dense kernels (in, out), renamed to weights, as torch's (out, in)."""
+    return {k: (v.T if k.endswith(".weight") else v) for k, v in sd.items()}
+
+
+def test_orbax_folder_loads_its_ema_by_name_and_is_fingerprinted_over_its_files(tmp_path):
+    from adapters.api.checkpoint import (
+        CheckpointRef,
+        folder_sha256,
+        read_checkpoint,
+        read_file,
+    )
+
+    tree = train_state()
+    step = save_orbax(tmp_path / "run" / "checkpoint_40", tree)
+    obj = read_file(step)
+    assert set(obj) == {"step", "params", "ema_params", "opt_state"} and int(obj["step"]) == 40
+    assert set(obj["opt_state"]) == {f"0/{m}/{k}" for m in ("mu", "nu") for k in
+                                      ("layers_0/kernel", "layers_0/bias", "layers_1/kernel", "layers_1/bias")} | {"0/count"}
+    for given in (step, tmp_path / "run"):  # the step folder, or the folder holding it
+        sd, weights = read_checkpoint(given)
+        assert weights == folder_sha256(step) + "#ema_params" and weights.startswith("folder-sha256:")
+        assert torch.equal(sd["layers_1/kernel"], torch.from_numpy(tree["ema_params"]["layers_1"]["kernel"]))
+    sd, weights = read_checkpoint(CheckpointRef(step, entry="params"))
+    assert weights.endswith("#params") and torch.equal(sd["layers_0/bias"], torch.from_numpy(tree["params"]["layers_0"]["bias"]))
+    dst = net()
+    assert load_checkpoint(dst, step, rename=flax_to_torch, convert=transpose_weights).endswith("#ema_params")
+    assert torch.equal(dst.state_dict()["0.weight"], torch.from_numpy(tree["ema_params"]["layers_0"]["kernel"]).T)
+
+
+def test_the_highest_step_is_read_and_another_step_is_another_fingerprint(tmp_path):
+    from adapters.api.checkpoint import folder_sha256, read_checkpoint
+
+    save_orbax(tmp_path / "checkpoint_40", train_state())
+    latest = train_state()
+    save_orbax(tmp_path / "checkpoint_300", latest)  # flax keeps several; restore_checkpoint takes the latest
+    (tmp_path / "checkpoint_900.orbax-checkpoint-tmp-1").mkdir()  # an unfinished save is not a step
+    sd, weights = read_checkpoint(tmp_path)
+    assert weights == folder_sha256(tmp_path / "checkpoint_300") + "#ema_params"
+    assert weights != folder_sha256(tmp_path / "checkpoint_40") + "#ema_params"
+    assert torch.equal(sd["layers_0/bias"], torch.from_numpy(latest["ema_params"]["layers_0"]["bias"]))
+
+
+def test_bfloat16_leaves_are_read_exactly(tmp_path):
+    import ml_dtypes
+    import numpy as np
+
+    from adapters.api.checkpoint import read_state_dict
+
+    values = np.array([1.0, -0.333, 3.5e3, 1e-8], np.float32).astype(ml_dtypes.bfloat16)
+    sd = read_state_dict(save_orbax(tmp_path / "checkpoint_1", {"params": {"w": values}}))
+    assert sd["w"].dtype == torch.bfloat16 and sd["w"].float().tolist() == values.astype(np.float32).tolist()
+
+
+def test_a_folder_without_a_checkpoint_names_what_it_looked_for(tmp_path):
+    from adapters.api.checkpoint import read_state_dict
+
+    (tmp_path / "notes.txt").write_text("no weights here")
+    with pytest.raises(InputError, match=rf"checkpoint folder {tmp_path} holds no checkpoint: it is neither an Orbax "
+                                         rf"checkpoint folder \(with _METADATA\) nor a folder holding checkpoint_<step>"):
+        read_state_dict(tmp_path)
+
+
+def test_without_orbax_a_folder_is_an_input_error_naming_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    from adapters.api.checkpoint import read_state_dict
+
+    (tmp_path / "_METADATA").write_text("{}")
+    monkeypatch.setitem(sys.modules, "orbax.checkpoint", None)  # import fails as if it were not installed
+    monkeypatch.setitem(sys.modules, "orbax", None)
+    with pytest.raises(InputError, match=r"reading it needs orbax-checkpoint .*pip install 'nfebench\[jax\]'"):
+        read_state_dict(tmp_path)

@@ -1,6 +1,7 @@
-"""Rectified Flow and MeanFlow samplers on the DiT backbone (adapters/flowmatch/model.py)."""
+"""The Rectified Flow sampler and the DiT backbone (adapters/flowmatch/model.py)."""
 
 import doctest
+import warnings
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from adapters import flowmatch, load_sampler, model_info
 from adapters.api.errors import InputError
+from adapters.flowmatch import model as flowmatch_model
 from adapters.flowmatch.model import DiT, sincos_pos_embed_2d
 
 TINY = dict(hidden_size=32, depth=2, num_heads=2, input_size=8, num_classes=10, in_channels=4, space="latent")
@@ -54,14 +56,14 @@ def test_euler_on_a_straight_path_recovers_the_data_exactly(steps):
     x0 = _noise(seed=5)
     # On x_t = (1 - t) x0 + t * noise the velocity noise - x0 equals (x_t - x0) / t.
     s.net = VelocityField(lambda x, t: (x - x0) / t)
-    out = s.generate(_noise(), LABELS, steps=steps)
+    out = s.generate(_noise(), LABELS, num_steps=steps)
     torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)
     assert s.net.times == pytest.approx(np.linspace(1, 0, steps + 1)[:-1].tolist())
 
 
 @pytest.mark.parametrize("steps", [1, 2, 5])
 def test_euler_on_a_linear_field_matches_the_closed_form(steps):
-    s = load_sampler("rf-mini", **TINY, steps=steps)  # steps from the config this time
+    s = load_sampler("rf-mini", **TINY, num_steps=steps)  # steps from the config this time
     s.net = VelocityField(lambda x, t: 0.7 * x)
     z = _noise()
     # dt = -1/k each step: x <- x - 0.7 x / k, k times.
@@ -93,7 +95,7 @@ def test_rf_guided_step_costs_two_evaluations_in_one_batch():
     s = _tiny()
     batches = []
     s.net.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
-    s.generate(_noise(), LABELS, guidance=2.0, steps=2)
+    s.generate(_noise(), LABELS, guidance=2.0, num_steps=2)
     assert batches == [6, 6]  # cond + uncond per step, batched
 
 
@@ -107,62 +109,43 @@ def test_rf_unconditional_uses_the_null_class_and_refuses_guidance():
         s.generate(z, None, guidance=1.0)
 
 
-def test_meanflow_one_step_is_x1_minus_u():
-    s = _tiny("meanflow-b2")
-    z = _noise()
-    with torch.no_grad():
-        u = s.net(z, torch.ones(3), LABELS, torch.ones(3))  # t = 1, t - r = 1
-    torch.testing.assert_close(s.generate(z, LABELS), z - u)
-
-
-def test_meanflow_two_steps_compose_average_velocities():
-    s = _tiny("meanflow-b2")
-    z = _noise()
-    half = torch.full((3,), 0.5)
-    with torch.no_grad():
-        x = z - 0.5 * s.net(z, torch.ones(3), LABELS, half)  # r = 0.5, t = 1
-        x = x - 0.5 * s.net(x, half, LABELS, half)  # r = 0, t = 0.5
-    torch.testing.assert_close(s.generate(z, LABELS, steps=2), x)
-
-
-def test_meanflow_the_second_time_changes_the_output():
-    s = _tiny("meanflow-b2")
-    z = _noise()
-    with torch.no_grad():
-        a = s.net(z, torch.ones(3), LABELS, torch.ones(3))
-        b = s.net(z, torch.ones(3), LABELS, torch.full((3,), 0.25))
-    assert (a - b).abs().max() > 1e-3
-
-
-def test_meanflow_guidance_is_trained_in():
-    s = _tiny("meanflow-b2", guidance=1.0)
-    z = _noise()
-    calls = []
-    s.net.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
-    torch.testing.assert_close(s.generate(z, LABELS, guidance=1.0), s.generate(z, LABELS))
-    assert calls == [3, 3]  # one evaluation per image whatever the guidance
-    with pytest.raises(InputError, match="trained into the weights"):
-        s.generate(z, LABELS, guidance=2.0)
-
-
 def test_nfe_follows_the_config():
     assert model_info("rf-mini", **TINY).nfe == 1
     assert model_info("rf-mini", **TINY, guidance=0.5).nfe == 2
-    assert model_info("rf-mini", **TINY, guidance=0.5, steps=4).nfe == 8
-    assert model_info("meanflow-b2", **TINY, guidance=1.0, steps=2).nfe == 2
-    info = model_info("meanflow-b2", **TINY)
-    assert (info.sample_shape, info.image_size, info.space, info.family) == ((4, 8, 8), 64, "latent", "meanflow")
+    assert model_info("rf-mini", **TINY, guidance=0.5, num_steps=4).nfe == 8
+    info = model_info("rf-mini", **TINY)
+    assert (info.sample_shape, info.image_size, info.space, info.family) == ((4, 8, 8), 64, "latent", "rectified-flow")
 
 
-@pytest.mark.parametrize("model", ["rf-mini", "meanflow-b2"])
-def test_deterministic_shape_preserving_and_random_init_returns_the_noise(model):
-    s = load_sampler(model, **TINY)
+def test_the_old_name_steps_still_works_and_says_it_is_deprecated():
+    """Issue 21: the step count is num_steps in every family; steps (config field and generate
+    option) is its deprecated alias here, with the same effect."""
+    s = _tiny()
+    z = _noise()
+    with pytest.warns(DeprecationWarning, match="steps is deprecated: use num_steps"):
+        old = s.generate(z, LABELS, steps=3)
+    torch.testing.assert_close(old, s.generate(z, LABELS, num_steps=3), rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning, match=r"config option steps is deprecated: use num_steps \(steps=4 sets "
+                                                r"num_steps=4\)"):
+        info = model_info("rf-mini", **TINY, guidance=0.5, steps=4)
+    assert info.nfe == 8 and info.sequential_steps == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new name warns about nothing
+        s.generate(z, LABELS, num_steps=2)
+        assert model_info("rf-mini", **TINY, num_steps=2).nfe == 2
+    assert s.family_options == ("num_steps",)  # what sweeps and --options see: one name
+    with pytest.raises(InputError, match="steps is the deprecated name of num_steps; give num_steps only"):
+        s.generate(z, LABELS, steps=2, num_steps=2)
+
+
+def test_deterministic_shape_preserving_and_random_init_returns_the_noise():
+    s = load_sampler("rf-mini", **TINY)
     z = _noise()
     out = s.generate(z, LABELS)
     assert out.shape == z.shape
     # adaLN-Zero: untrained nets predict zero velocity, so samples are the (distinct) noises.
     torch.testing.assert_close(out, z)
-    p = _tiny(model)
+    p = _tiny()
     torch.testing.assert_close(p.generate(z, LABELS), p.generate(z.clone(), LABELS.clone()), rtol=0, atol=0)
 
 
@@ -205,10 +188,10 @@ def test_state_dict_keys_follow_dit():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    s = _tiny("meanflow-b2")
-    path = tmp_path / "mf.pt"
+    s = _tiny()
+    path = tmp_path / "rf.pt"
     torch.save(s.net.state_dict(), path)
-    loaded = load_sampler("meanflow-b2", checkpoint=str(path), **TINY)
+    loaded = load_sampler("rf-mini", checkpoint=str(path), **TINY)
     assert loaded.info.weights.startswith("sha256:")
     z = _noise()
     torch.testing.assert_close(loaded.generate(z, LABELS), s.generate(z, LABELS), rtol=0, atol=0)
@@ -222,7 +205,8 @@ def test_misshaped_checkpoint_names_the_tensor(tmp_path):
     with pytest.raises(InputError, match=r"mis-shaped tensors: final_layer\.linear\.weight"):
         load_sampler("rf-mini", checkpoint=str(path), **TINY)
     with pytest.raises(InputError, match=r"missing tensors: h_embedder"):
-        load_sampler("meanflow-b2", checkpoint=str(path), **TINY)
+        # the two-time DiT of adapters/meanflow (which has no space option: it is latent)
+        load_sampler("meanflow-b2", checkpoint=str(path), **{k: v for k, v in TINY.items() if k != "space"})
 
 
 def test_bad_inputs_are_input_errors():
@@ -231,29 +215,32 @@ def test_bad_inputs_are_input_errors():
         s.generate(_noise(), torch.tensor([0, 1, 10]))
     with pytest.raises(InputError, match=r"expected \(N, 4, 8, 8\)"):
         s.generate(torch.randn(3, 4, 16, 16), LABELS)
-    with pytest.raises(InputError, match="steps must be a positive integer"):
-        s.generate(_noise(), LABELS, steps=0)
+    with pytest.raises(InputError, match="num_steps must be a positive integer"):
+        s.generate(_noise(), LABELS, num_steps=0)
     with pytest.raises(InputError, match="guidance must be a finite number"):
         s.generate(_noise(), LABELS, guidance=float("nan"))
-    with pytest.raises(InputError, match="steps must be a positive integer"):
-        load_sampler("rf-mini", **TINY, steps=0)
-    with pytest.raises(InputError, match="steps must be an integer, got 1.5"):  # the field's type, checked first
-        load_sampler("rf-mini", **TINY, steps=1.5)
+    with pytest.raises(InputError, match="num_steps must be a positive integer"):
+        load_sampler("rf-mini", **TINY, num_steps=0)
+    with pytest.raises(InputError, match="num_steps must be an integer, got 1.5"):  # the field's type, checked first
+        load_sampler("rf-mini", **TINY, num_steps=1.5)
     with pytest.raises(InputError, match="not divisible by num_heads"):
         model_info("rf-mini", **{**TINY, "num_heads": 3})
 
 
-# Published sizes: DiT-B/2 130M and DiT-XL/2 675M (arXiv 2212.09748); MeanFlow-B/2 131M and
-# XL/2 676M (arXiv 2505.13447 Table 2). Built on the meta device: nothing is allocated.
-@pytest.mark.parametrize("model,published", [("meanflow-b2", 131e6), ("meanflow-xl2", 676e6)])
-def test_param_counts_match_published(model, published):
-    assert model_info(model).params == pytest.approx(published, rel=0.03)
-
-
-@pytest.mark.parametrize("size,dit_gflops", [(dict(), 23.1), (dict(hidden_size=1152, depth=28, num_heads=16), 119.0)])
+@pytest.mark.parametrize("size,dit_gflops", [(dict(hidden_size=768, depth=12, num_heads=12), 23.1),
+                                             (dict(hidden_size=1152, depth=28, num_heads=16), 119.0)])
 def test_gflops_match_dits_multiply_adds(size, dit_gflops):
-    # DiT-B/2 and XL/2: DiT's "Gflops" count multiply-adds; ours count each as 2 FLOPs.
-    assert model_info("meanflow-b2", **size).gflops / 2 == pytest.approx(dit_gflops, rel=0.03)
+    # DiT-B/2 and XL/2 on the 4x32x32 latent: DiT's "Gflops" count multiply-adds; ours count each as 2 FLOPs.
+    b2 = dict(input_size=32, in_channels=4, num_classes=1000, space="latent")
+    assert model_info("rf-mini", **b2, **size).gflops / 2 == pytest.approx(dit_gflops, rel=0.03)
+
+
+def test_computed_positions_are_the_same_positions_outside_the_state_dict():
+    size = dict(input_size=8, hidden_size=16, depth=1, num_heads=2, num_classes=2)
+    stored, computed = DiT(**size), DiT(**size, computed_positions=True)
+    assert "pos_embed" in stored.state_dict() and "pos_embed" not in computed.state_dict()
+    assert sum(p.numel() for p in stored.parameters()) - sum(p.numel() for p in computed.parameters()) == 16 * 16
+    torch.testing.assert_close(computed.pos_embed, stored.pos_embed, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("two_times,size", [(False, "tiny"), (True, "tiny"), (False, "b2")])
@@ -271,3 +258,4 @@ def test_gflops_formula_matches_flop_counter(two_times, size):
 
 def test_docstring_examples_run():
     assert doctest.testmod(flowmatch).failed == 0
+    assert doctest.testmod(flowmatch_model).failed == 0
