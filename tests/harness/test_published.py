@@ -176,8 +176,9 @@ def test_every_figure_of_the_reference_notes_is_in_the_csv(rows):
                 assert math.isclose(on, approx, abs_tol=0.5), name  # printed rounded, "~66"
                 checked += 2
     # Every row of the papers the notes cover but the GPU prose figure; families added after the notes
-    # (DMF, SoFlow, FACM) are read from their repositories at the line their citation names.
+    # (DMF, SoFlow, FACM, the official MeanFlow B/4) are read from their repositories at the line their citation names.
     covered = {r["config"] and json.loads(r["config"])["paper_name"] for r in rows} & {
         re.sub(r"\s*\(.*\)$", "", cells[0]) for _, _, body in _tables(NOTES.read_text()) for cells in body}
     assert checked == len([r for r in rows if r["device"] != "gpu" and json.loads(r["config"])["paper_name"] in covered])
-    assert {r["family"] for r in rows if json.loads(r["config"])["paper_name"] not in covered} <= {"dmf", "soflow", "facm"}
+    assert {r["family"] for r in rows if json.loads(r["config"])["paper_name"] not in covered} <= {
+        "dmf", "soflow", "facm", "meanflow"}
