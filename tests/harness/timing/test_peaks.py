@@ -59,7 +59,7 @@ def test_mfu_of_a_known_flop_count():
 
 
 def test_flops_per_image_counts_nfe_and_the_decoder():
-    info = model_info("rf-mini", steps=4, input_size=32, in_channels=4, space="latent")  # 4 Euler steps: nfe counts each (x2 with guidance)
+    info = model_info("rf-mini", num_steps=4, input_size=32, in_channels=4, space="latent")  # 4 Euler steps: nfe counts each (x2 with guidance)
     assert info.image_size == 256
     generator, sd_vae = info.gflops * 1e9 * info.nfe, 622.2e9
     assert flops_per_image(info) == pytest.approx(generator)
