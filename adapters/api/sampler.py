@@ -97,7 +97,9 @@ def _as_tensor(x: Any, what: str, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
     try:
-        return torch.as_tensor(np.asarray(x))
+        array = np.asarray(x)
+        # jax arrays come back read-only; torch warns on (and must not write into) those
+        return torch.as_tensor(array if array.flags.writeable else array.copy())
     except (TypeError, ValueError, RuntimeError) as exc:
         raise InputError(f"{name}: {what} must be a tensor, a numpy array or a list of numbers, got "
                          f"{type(x).__name__} ({exc})") from None

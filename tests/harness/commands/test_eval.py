@@ -63,7 +63,7 @@ def reference(tmp_path_factory):
     np.savez(ref, mu=rng.standard_normal(2048), sigma=np.eye(2048), mu_s=rng.standard_normal(2023),
              sigma_s=np.eye(2023), pool_features=rng.random((6, 2048), dtype=np.float32), n=np.int64(6),
              mu_dinov2=rng.standard_normal(1024) * 0.1, sigma_dinov2=np.eye(1024) * 0.1,
-             mode=np.str_("adm"), network=np.str_("synthetic"), format=np.str_("nfebench-stats-2"))
+             mode=np.str_("adm"), format=np.str_("nfebench-stats-2"))  # no network: synthetic numbers
     return ref
 
 
