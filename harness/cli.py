@@ -24,7 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ref-stats": ("harness.commands.ref_stats", "reference statistics (.npz) from a folder of images or an image .npz"),
     "eval": ("harness.commands.eval", "sample a model, measure FID/IS/sFID/precision/recall/density/coverage/KID/"
                                       "FD-DINOv2, write rows to a run file"),
-    "leaderboard": ("harness.commands.leaderboard", "regenerate results/leaderboard.csv, leaderboard.md and pareto.png"),
+    "sweep": ("harness.commands.sweep", "measure a grid of settings per model (steps, guidance, decodings) for quality "
+                                        "and for time in one resumable run (run file + pyperf JSON)"),
+    "leaderboard": ("harness.commands.leaderboard", "regenerate results/leaderboard*.{csv,md} (board, mini track, frontier, budgets, optima) and the plots"),
     "regress": ("harness.commands.regress", "compare a run file with a baseline; exit 1 on a regression"),
     "track": ("harness.commands.track", "train (where missing), evaluate and time a track's small models: track mini"),
     "docs": ("harness.commands.docs", "regenerate the README's and docs/'s tables from the committed results"),

@@ -21,11 +21,22 @@ quality-gated with a FID of N samples on the same weights (`harness.quality`):
   reference and are not used to tune the sampler);
 - ``biflow-mini`` and ``rf-mini`` at their defaults; ``biflow-mini`` is timed in alternating
   rounds with every teacher setting, so its speed-up over each has an interval;
-- the three models again in bfloat16, each against its float32 FID.
+- the three models again in bfloat16, each against its float32 FID;
+
+and sweeps the trained models' settings with ``nfebench sweep`` (`harness.sweep`), each setting
+measured for quality at the eval's N and seed (FID, KID, precision and recall, and IS where
+torch-fidelity's weights are here) and timed against its model's baseline setting (`SWEEPS`):
+
+- ``rf-mini`` at 1, 2, 4 and 8 Euler steps;
+- ``biflow-mini`` over guidance 0, 0.5, 1 and 2 (the scales it was trained with);
+- ``tarflow-mini`` at sequential and Jacobi decoding, each at guidance 0 and 1.
+
+The ``ci`` budget sweeps fewer settings (`QUICK_GRID`), as ``--quick`` does on the full budget.
 
 Run files go to ``results/local/`` by default (git-ignored, as bench's), the curated committed
 run to ``results/runs/`` (``nfebench track mini --out-dir results/runs``), with ``mini`` in
-their names and a JSON manifest saying which weights are which (steps, seed, loss).
+their names and a JSON manifest saying which weights are which (steps, seed, loss), and the
+machine's load average at the start and the end (the machine may be shared).
 
 Checkpoints live in a cache folder (``$NFEBENCH_CACHE``, else ``~/.cache/nfebench``), under
 ``mini/<budget>/``, never in git. A cached checkpoint is used only if its sidecar vouches
@@ -42,10 +53,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -60,10 +72,34 @@ MODELS = (TEACHER, STUDENT, BASELINE)
 RANDOM, TRAINED, HALF = "random", "trained", "half"  # the roles of evaluated weights
 RUNS_DIR = Path("results/local")  # git-ignored; the committed run: --out-dir results/runs
 # Format history: 1 first; 2 the bench times trained checkpoints with the teacher's decodings and
-# bfloat16, quality-gated ("bench_bf16_file", "gs_jacobi", "setting_fids").
-MANIFEST_FORMAT = 2
+# bfloat16, quality-gated ("bench_bf16_file", "gs_jacobi", "setting_fids"); 3 the sweep of the
+# trained models' settings ("sweep_file", "sweep_pyperf_file", "sweep") and the load average ("load").
+MANIFEST_FORMAT = 3
 JACOBI_TOLS = (1e-2, 1e-3, 1e-4)  # the teacher's Jacobi settings
 GS_TOL = 1e-3  # GS-Jacobi's tolerance
+
+
+@dataclass(frozen=True)
+class TrackSweep:
+    """The `nfebench sweep` of the trained models: its ``--grid`` values, timing batch sizes, the
+    seconds per timed point and whether the calibration workload is timed."""
+
+    grid: tuple[str, ...]
+    batch_sizes: str = "1,64"
+    max_time: float = 3.0
+    calibrate: bool = True
+    metrics: str = "fid,kid,is,pr"  # IS only where torch-fidelity's weights are (the sweep says so)
+    # images per call of the quality passes (None: the budget's eval batch size); two batches or
+    # more per pass, so its feature throughput is measured (`harness.sweep.quality`)
+    eval_batch_size: int | None = None
+
+
+# 12 settings; about 0.2 s per image of Inception features on 2 quiet cores, so 200 samples each
+# cost some 8 minutes, the timings two more.
+FULL_GRID = (f"{BASELINE}:num_steps=1,2,4,8", f"{STUDENT}:guidance=0,0.5,1,2",
+             f"{TEACHER}:decoding=sequential,jacobi", f"{TEACHER}:guidance=0,1")
+QUICK_GRID = (f"{BASELINE}:num_steps=1,2", f"{STUDENT}:guidance=0,1")  # --quick, and the ci budget's
+SWEEPS = {"full": TrackSweep(FULL_GRID), "quick": TrackSweep(QUICK_GRID)}
 
 
 @dataclass(frozen=True)
@@ -84,6 +120,7 @@ class Budget:
     bench_batch_sizes: str = "1,64"
     bench_max_time: float = 3.0  # seconds per point (`nfebench bench --max-time`)
     save_every: int = 250
+    sweep: TrackSweep | None = SWEEPS["full"]  # the settings swept (`nfebench sweep`); None: no sweep
 
     def key(self, model: str, steps: int, teacher_weights: str | None = None) -> dict:
         """What a checkpoint's sidecar must say for it to be reused."""
@@ -102,8 +139,14 @@ BUDGETS = {
     "full": Budget("full", steps={TEACHER: 2000, STUDENT: 1500, BASELINE: 1500}),
     # The CI gate's quality rows and the tests: the same recipe on a reduced budget.
     "ci": Budget("ci", steps={TEACHER: 300, STUDENT: 200, BASELINE: 600}, num_samples=48, eval_batch_size=48,
-                 half=False, bench=False, draws=1, save_every=100),
+                 half=False, bench=False, draws=1, save_every=100,
+                 sweep=TrackSweep(QUICK_GRID, batch_sizes="1", max_time=1.0, calibrate=False, eval_batch_size=24)),
 }
+
+
+def quick(budget: Budget) -> Budget:
+    """`budget` sweeping the `QUICK_GRID`'s fewer settings (``nfebench track mini --quick``)."""
+    return replace(budget, sweep=None if budget.sweep is None else replace(budget.sweep, grid=QUICK_GRID))
 
 
 def cache_dir() -> Path:
@@ -232,6 +275,39 @@ def reference_stats(split: Split, folder: Path, batch_size: int) -> Path:
     return stats
 
 
+def sweep_trained(budget: Budget, trained: dict[str, Checkpoint], stats: str, root: Path, out: Path,
+                  pyperf_json: Path, *, progress: bool = True) -> None:
+    """``nfebench sweep`` of the trained models over `budget.sweep`'s grid, at the eval's N and seed
+    against the held-out digits (`stats`, named relative to the cache folder `root`, as the evals
+    name it), into the run file `out` and `pyperf_json`. Its work dir lives in the cache folder and
+    is removed once the sweep is done."""
+    sweep = budget.sweep
+    work = (root / budget.name / f"sweep-{out.stem}").resolve()
+    models = [m for m in MODELS if any(g.startswith(f"{m}:") for g in sweep.grid)]  # the models the grid names
+    args = ["sweep", "--models", ",".join(models)]
+    for g in sweep.grid:
+        args += ["--grid", g]
+    for m in models:
+        args += ["--checkpoint", f"{m}={trained[m].path.resolve()}"]
+    args += ["--num-samples", str(budget.num_samples), "--eval-batch-size",
+             str(sweep.eval_batch_size or budget.eval_batch_size), "--ref", stats, "--seed", "0",
+             "--metrics", sweep.metrics, "--batch-sizes", sweep.batch_sizes, "--device", "cpu",
+             "--max-time", str(sweep.max_time), "--work-dir", str(work), "--out", str(out),
+             "--pyperf-json", str(pyperf_json)]
+    args += [] if sweep.calibrate else ["--no-calibration"]
+    args += [] if progress else ["--no-progress"]
+    _nfebench(*args, cwd=root)
+    shutil.rmtree(work)
+
+
+def _load() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the system has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 @dataclass
 class TrackResult:
     run_files: dict[str, Path]  # role -> eval run file
@@ -242,6 +318,8 @@ class TrackResult:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     bench_bf16_file: Path | None = None
     setting_fids: dict[str, float] = field(default_factory=dict)  # "label@dtype" -> the quality gate's FID
+    sweep_file: Path | None = None  # the sweep of the trained models' settings
+    sweep_seconds: float | None = None
 
 
 def run_track(budget: Budget, *, runs_dir: str | Path = RUNS_DIR, cache: str | Path | None = None,
@@ -261,6 +339,7 @@ def run_track(budget: Budget, *, runs_dir: str | Path = RUNS_DIR, cache: str | P
     from harness.results import FID, read_run
 
     t0 = time.perf_counter()
+    load_start = _load()
     torch.manual_seed(budget.seed)
     root = Path(cache or cache_dir())
     folder = root / budget.name
@@ -274,6 +353,7 @@ def run_track(budget: Budget, *, runs_dir: str | Path = RUNS_DIR, cache: str | P
     # half-way and random weights of one model share every setting but the weights.
     run_files = {role: runs_dir / f"{stem}-{role}.csv" for role in (TRAINED, HALF, RANDOM)}
     bench_files = {"float32": runs_dir / f"{stem}-bench.csv", "bfloat16": runs_dir / f"{stem}-bench-bf16.csv"}
+    sweep_files = (runs_dir / f"{stem}-sweep.csv", runs_dir / f"{stem}-sweep.pyperf.json")
     manifest = runs_dir / f"{stem}.json"
 
     checkpoints: list[Checkpoint] = []
@@ -310,6 +390,13 @@ def run_track(budget: Budget, *, runs_dir: str | Path = RUNS_DIR, cache: str | P
         _nfebench("bench", *common, *options, "--dtype", "float32", "--out", str(bench_files["float32"]), cwd=root)
         log("bench: bfloat16 against float32")
         _nfebench("bench", *common, "--dtype", "bfloat16", "--out", str(bench_files["bfloat16"]), cwd=root)
+    sweep_seconds = None
+    if budget.sweep is not None:
+        log(f"sweep: {' '.join(budget.sweep.grid)}")
+        t_sweep = time.perf_counter()
+        sweep_trained(budget, {c.model: c for c in checkpoints if c.role == TRAINED}, stats, root, *sweep_files,
+                      progress=progress)
+        sweep_seconds = time.perf_counter() - t_sweep
 
     fids: dict[str, float] = {}
     for role, path in run_files.items():
@@ -328,10 +415,17 @@ def run_track(budget: Budget, *, runs_dir: str | Path = RUNS_DIR, cache: str | P
         "bench_file": bench_files["float32"].name if budget.bench else None,
         "bench_bf16_file": bench_files["bfloat16"].name if budget.bench else None,
         "gs_jacobi": gs, "wall_seconds": round(seconds, 1), "fids": fids, "setting_fids": setting_fids,
+        "sweep_file": sweep_files[0].name if budget.sweep else None,
+        "sweep_pyperf_file": sweep_files[1].name if budget.sweep else None,
+        "sweep": None if budget.sweep is None else {**asdict(budget.sweep), "wall_seconds": round(sweep_seconds, 1)},
+        # the machine may be shared: its 1/5/15-minute load averages when the track started and ended,
+        # and the intra-op threads every step ran with (OMP_NUM_THREADS; one is faster on a busy machine)
+        "load": {"start": load_start, "end": _load(), "cpus": os.cpu_count(), "threads": torch.get_num_threads()},
     }, indent=1, default=str) + "\n")
     return TrackResult({r: p for r, p in run_files.items() if p.exists()},
                        bench_files["float32"] if budget.bench else None, manifest, fids, seconds, checkpoints,
-                       bench_files["bfloat16"] if budget.bench else None, setting_fids)
+                       bench_files["bfloat16"] if budget.bench else None, setting_fids,
+                       sweep_files[0] if budget.sweep else None, sweep_seconds)
 
 
 def _setting_fids(paths) -> dict[str, float]:

@@ -8,6 +8,7 @@ Example::
     nfebench track mini                              # the full budget, into results/local/
     nfebench track mini --out-dir results/runs       # the committed run (results/runs/mini-full-*)
     nfebench track mini --budget ci                  # the reduced budget the CI gate checks
+    nfebench track mini --quick                      # the full budget, sweeping fewer settings
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="checkpoint folder (default: $NFEBENCH_CACHE/mini, else ~/.cache/nfebench/mini)")
     p.add_argument("--out-dir", "--runs-dir", dest="out_dir", type=Path, default=RUNS_DIR,
                    help=f"where run files go (default: {RUNS_DIR}, git-ignored; the committed run: results/runs)")
+    p.add_argument("--quick", action="store_true",
+                   help="sweep fewer settings of the trained models (rf-mini at 1 and 2 steps, biflow-mini at "
+                        "guidance 0 and 1), as the ci budget does")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -36,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from harness.timing.summary import console_for
+    from harness.track import BUDGETS, HALF, MODELS, RANDOM, quick, run_track
 
-    from harness.track import BUDGETS, HALF, MODELS, RANDOM, run_track
-
-    result = run_track(BUDGETS[args.budget], runs_dir=args.out_dir, cache=args.cache, progress=not args.no_progress)
+    budget = quick(BUDGETS[args.budget]) if args.quick else BUDGETS[args.budget]
+    result = run_track(budget, runs_dir=args.out_dir, cache=args.cache, progress=not args.no_progress)
     table = Table(title=f"mini track ({args.budget}): FID vs the held-out digits")
     for col in ("model", "trained", "half steps", "random weights"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -64,5 +68,7 @@ def run(args: argparse.Namespace) -> int:
     for path in (result.bench_file, result.bench_bf16_file):
         if path:
             console.print(f"timings:  {path}")
+    if result.sweep_file:
+        console.print(f"sweep:    {result.sweep_file} ({result.sweep_seconds / 60:.1f} min)")
     console.print(f"track wall time: {result.seconds / 60:.1f} min")
     return 0

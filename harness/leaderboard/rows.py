@@ -45,7 +45,7 @@ DEFAULT_OUT = Path("results")
 
 MINI = "mini"
 # A mini track run's files: <track run>-<part>.csv (`harness.track`), longest part first.
-MINI_PARTS = ("-bench-bf16", "-bench", "-trained", "-half", "-random")
+MINI_PARTS = ("-bench-bf16", "-bench", "-sweep", "-trained", "-half", "-random")
 # A row of the mini tables; each track run stands alone (its own trained weights). It times eager torch only.
 MINI_SETTING = ("track_run", "model", "dtype", "options")
 

@@ -24,12 +24,14 @@ from harness.timing.stats import DEFAULT_CI_TARGET
 # The B/2-sized models of the main job: BiFlow and its teacher, SiT (the released Rectified Flow
 # checkpoints, one Euler step), MeanFlow, and the released one-step models iMF-B/2 and pMF-B/16
 # (pixel space, so its decode=on row is its whole cost).
-B2_MODELS = ("biflow-b2", "itarflow-b2", "sit-b2", "meanflow-b2", "imf-b2", "pmf-b16")
+B2_MODELS = ("biflow-b2", "itarflow-b2", "sit-b2", "meanflow-b2", "imf-b2", "pmf-b16", "dmf-b2", "soflow-b2")
 # The CI gate's timings: the pair whose ratio is the headline, and one DiT-backbone baseline.
 CI_MODELS = ("biflow-b2", "itarflow-b2", "sit-b2", "meanflow-b2")
 # Accelerator presets add the XL-sized models the leaderboard ranks beside their published rows.
-GPU_MODELS = B2_MODELS + ("sit-xl2", "imf-xl2", "pmf-h16")
-TPU_MODELS = B2_MODELS + ("itarflow-xl2", "sit-xl2", "imf-xl2", "pmf-h16")
+GPU_MODELS = B2_MODELS + ("sit-xl2", "imf-xl2", "pmf-h16", "dmf-xl2", "soflow-xl2", "meanflow-xl2", "facm-xl1")
+# TPUs run the JAX ports only (`ModelSpec.jax_port`): DMF, SoFlow and FACM have none yet.
+TPU_MODELS = ("biflow-b2", "itarflow-b2", "sit-b2", "meanflow-b2", "imf-b2", "pmf-b16",
+              "itarflow-xl2", "sit-xl2", "imf-xl2", "pmf-h16", "meanflow-xl2")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DECODE_CHOICES = ("on", "off", "both")
 COMPILE_CHOICES = ("none", "torch", "both")
@@ -69,6 +71,13 @@ class SweepConfig:
     options: Mapping[str, tuple[Mapping[str, Any], ...]] = field(
         default_factory=dict, metadata={"help": "model id -> its option settings (passed to generate), each timed "
                                                 "as a point of its own; a model not named runs its defaults"})
+    baselines: Mapping[str, int] = field(
+        default_factory=dict, metadata={"help": "model id -> the variant (index into its option settings) that "
+                                                "its other settings are timed against in alternating rounds, each "
+                                                "with a speedup row over it (`nfebench sweep`); bench has none"})
+    setting_guidance: bool = field(
+        default=False, metadata={"help": "an option setting may set `guidance` of its own (`nfebench sweep`'s "
+                                         "grids); otherwise `guidance` is the run's one scale"})
     quality: bool = field(default=True, metadata={"help": "check each fast setting against its reference setting"})
     quality_tol: float = field(default=DEFAULT_TOL, metadata={
         "help": "mean absolute deviation from the reference's samples (model space) a setting may have without "
@@ -97,7 +106,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # decode 3.6 s per image). Each point takes 1 warm-up and at least 5 timed calls, so the
     # decode (the dearest part for every latent model) is timed at batch 1 only, and the
     # BiFlow/iTARFlow pair, about 4 minutes of it, is the bulk. A further ~0.3 s-per-image
-    # model adds about 35 s (decode included), so three more stay within 10 minutes. The
+    # model adds about 35 s (decode included), so DMF-B/2 and SoFlow-B/2 stay within 10 minutes. The
     # 15 s budget lets a pair's round (one call of each, up to 17.5 s with decode) be
     # repeated 5 times even when the machine is up to 1.7x slower; beyond, the rows say so.
     "cpu": dict(models=B2_MODELS, batch_sizes=(1, 4), decode="both", decode_batch_sizes=(1,), device="cpu",
@@ -123,10 +132,11 @@ def validate(config: SweepConfig) -> None:
     if len(set(config.models)) != len(config.models):
         raise InputError(f"a model is listed twice in {','.join(config.models)}")
     for what, mapping in (("--checkpoint", config.checkpoints), ("--set", config.overrides),
-                          ("--options", config.options)):
+                          ("--options", config.options), ("--baseline", config.baselines)):
         stray = sorted(set(mapping) - set(config.models))
         if stray:
             raise InputError(f"{what} names {', '.join(stray)}, not among --models {','.join(config.models)}")
+    _validate_baselines(config)
     config.gate().check()
     _validate_grid(config)
     _validate_timing(config)
@@ -141,6 +151,18 @@ def validate(config: SweepConfig) -> None:
         jax_devices(config.device)  # no such device: exit 2 with what to install or set
         return
     resolve_device(config.device)
+
+
+def _validate_baselines(config: SweepConfig) -> None:
+    """Each baseline is one of its model's settings; settings with a guidance of their own are
+    timed by the torch runner without the quality gate (the sweep measures their quality)."""
+    for model, variant in config.baselines.items():
+        if not 0 <= variant < len(config.settings_of(model)):
+            raise InputError(f"the baseline of {model} is setting {variant}, but it has "
+                             f"{len(config.settings_of(model))} setting(s)")
+    if config.setting_guidance and (config.backend != "torch" or config.quality):
+        raise InputError("settings with a guidance of their own are timed on the torch backend without the "
+                         "quality gate (backend torch, quality off)")
 
 
 def _validate_grid(config: SweepConfig) -> None:

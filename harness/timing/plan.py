@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -72,6 +73,19 @@ def family_options(sampler: Sampler) -> tuple[str, ...]:
     return tuple(p.name for p in params if p.kind == p.KEYWORD_ONLY and p.name != "guidance")
 
 
+def setting_axes(model: str, sampler: Sampler) -> tuple[str, ...]:
+    """What one setting of `model` may set: its family options (`family_options`), and
+    ``guidance`` where its config has that field (`nfebench sweep`'s grids set it per setting).
+
+    Example::
+
+        >>> setting_axes("biflow-mini", load_sampler("biflow-mini", device="meta"))
+        ('guidance',)
+    """
+    fields = {f.name for f in dataclasses.fields(get_spec(model).config)}
+    return family_options(sampler) + (("guidance",) if "guidance" in fields else ())
+
+
 def inspect_models(config: SweepConfig) -> tuple[dict[str, ModelInfo], dict[tuple[str, int], Setting]]:
     """Every model built on the meta device with its checkpoint and overrides, and its settings checked.
 
@@ -90,7 +104,7 @@ def inspect_models(config: SweepConfig) -> tuple[dict[str, ModelInfo], dict[tupl
         overrides = dict(config.overrides.get(model, {}))
         sampler = load_sampler(model, checkpoint=config.checkpoints.get(model), device="meta", **overrides)
         infos[model] = sampler.info
-        valid = family_options(sampler)
+        valid = setting_axes(model, sampler) if config.setting_guidance else family_options(sampler)
         seen: dict[str, int] = {}
         for variant, given in enumerate(config.settings_of(model)):
             options = setting_options(sampler, given)
@@ -107,7 +121,7 @@ def inspect_models(config: SweepConfig) -> tuple[dict[str, ModelInfo], dict[tupl
                                  f"it accepts: {', '.join(valid) or 'none'}{hint}")
             check = getattr(sampler, "check_options", None)
             if check is not None:
-                check(**options)
+                check(**{k: v for k, v in options.items() if k != "guidance"})
             settings[(model, variant)] = Setting(
                 model, dict(options), label(model, options),
                 nfe_of(model, guidance=config.guidance, options=options, **overrides),

@@ -224,7 +224,10 @@ class Runner:
         latent = info.space == "latent"
         weights = weights_with_decoder(info.weights, built.dec_weights if point.part == END_TO_END and latent else None)
         verdict = self.verdicts.get((point.model, point.variant, point.compiled))
-        return self.rows.settings(info, point, weights, quality=None if verdict is None else verdict.quality)
+        own = self.settings[(point.model, point.variant)].options
+        guidance = {"guidance": own["guidance"]} if "guidance" in own else {}  # a sweep's setting sets its own
+        return self.rows.settings(info, point, weights, quality=None if verdict is None else verdict.quality,
+                                  **guidance)
 
     def _inputs(self, info: ModelInfo, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The point's noise (N, *sample_shape) and labels (N,) from the sweep's seed, on the CPU."""
@@ -332,7 +335,19 @@ class Runner:
     def _member_pairs(self, prepared: dict[str, Prepared]) -> list[tuple[str, str]]:
         """(fast, teacher) members: every setting of a fast model with every setting of its teacher."""
         of = {m: [k for k, p in prepared.items() if p.point.model == m] for m in {p.point.model for p in prepared.values()}}
-        return [(f, t) for fast, teacher in pairs_among(of) for f in of[fast] for t in of[teacher]]
+        return [(f, t) for fast, teacher in pairs_among(of) for f in of[fast] for t in of[teacher]] + \
+            self._baseline_pairs(prepared)
+
+    def _baseline_pairs(self, prepared: dict[str, Prepared]) -> list[tuple[str, str]]:
+        """(setting, baseline) members: every other setting of a model with a baseline
+        (`SweepConfig.baselines`, `nfebench sweep`) paired with that baseline, so each ratio to it
+        comes from alternating rounds (the speedup row's ``config.teacher`` is the model itself)."""
+        out = []
+        for model, variant in self.config.baselines.items():
+            mine = {k: p.point.variant for k, p in prepared.items() if p.point.model == model}
+            base = [k for k, v in mine.items() if v == variant]
+            out += [(k, base[0]) for k, v in mine.items() if base and v != variant]
+        return out
 
     def _run_cell(self, cell: list[Point], built: dict[str, Built], infos: dict[str, ModelInfo], bar
                   ) -> dict[Point, tuple[Prepared, Series]]:

@@ -126,9 +126,10 @@ class TorchRunner(Runner):
     def _workload(self, sampler: Sampler, point: Point, noise, labels, stats: dict[str, Any]) -> Callable[[], Any]:
         """The point's timed call; the generator's statistics of each call land in `stats`."""
         c, options = self.config, dict(self.settings[(point.model, point.variant)].options)
+        guidance = options.pop("guidance", c.guidance)  # a sweep's setting may set its own (setting_guidance)
 
         def generate():
-            out = sampler.generate(noise, labels, guidance=c.guidance, **options)
+            out = sampler.generate(noise, labels, guidance=guidance, **options)
             stats.clear()
             stats.update(getattr(sampler, "last_stats", None) or {})
             return out

@@ -44,7 +44,8 @@ def python_blocks(page: Path) -> list[str]:
 
 def test_the_pages_are_the_readme_and_one_per_topic():
     names = {p.relative_to(REPO).as_posix() for p in PAGES}
-    topics = ("timing", "checkpoints", "decoding", "metrics", "distributed-eval", "tracks", "jax-tpu", "architecture")
+    topics = ("timing", "checkpoints", "decoding", "metrics", "distributed-eval", "tracks", "jax-tpu", "architecture",
+              "imagenet-recipe")
     assert names == {"README.md", *(f"docs/{t}.md" for t in topics)}
     assert "docs" in COMMANDS
 

@@ -14,12 +14,28 @@ from pathlib import Path
 import pytest
 
 from adapters import load_sampler
+from adapters.api.seeding import sample_labels, sample_noise
 from harness import leaderboard
 from harness.datasets import load_digits_split
-from harness.results import FID, MS_PER_IMAGE, read_run
-from adapters.api.seeding import sample_labels, sample_noise
-from harness.track import (BASELINE, BUDGETS, HALF, MODELS, RANDOM, STUDENT, TEACHER, TRAINED, Budget,
-                           ensure_trained, gs_jacobi_setting, run_track, teacher_settings)
+from harness.results import FID, MS_PER_IMAGE, SPEEDUP, read_run
+from harness.settings import label
+from harness.track import (
+    BASELINE,
+    BUDGETS,
+    HALF,
+    MODELS,
+    QUICK_GRID,
+    RANDOM,
+    STUDENT,
+    TEACHER,
+    TRAINED,
+    Budget,
+    ensure_trained,
+    gs_jacobi_setting,
+    quick,
+    run_track,
+    teacher_settings,
+)
 
 # The expectations, stated once (README, mini track): a trained model's FID is at most
 # RANDOM_FACTOR times its random-weight architecture's; the student's at most STUDENT_FACTOR
@@ -85,6 +101,50 @@ def test_run_files_name_the_weights_and_the_mini_table_never_ranks_random_ones(c
         assert by_model[m]["train_steps"] == BUDGETS["ci"].steps[m]
     ranks = sorted(by_model.values(), key=lambda e: e["fid_rank"])
     assert [e["fid"] for e in ranks] == sorted(ci_track.fids[m] for m in MODELS)
+
+
+def _sweep_settings(path, trained_weights):
+    """setting label -> its rows, of a sweep file whose every timed or measured row is of trained weights."""
+    rows = [r for r in read_run(path).to_dict("records") if r["model"] != "calibration"]
+    assert {r["weights"] for r in rows} <= set(trained_weights)  # trained checkpoints, never random weights
+    out = {}
+    for r in rows:
+        out.setdefault(label(r["model"], json.loads(r["config"])["options"]), []).append(r)
+    return out
+
+
+def _check_swept(settings, n, batch_sizes, fids):
+    """Every setting has its FID of N samples with an interval and a time per batch size, every one
+    but its model's baseline a ratio to it; the default settings' FIDs are the track's eval FIDs
+    (same weights, N, seed and per-index noise: the sweep's quality pass is the eval's path)."""
+    for name, rows in settings.items():
+        (fid,) = [r for r in rows if r["metric"] == FID]
+        assert fid["n"] == n and fid["ci_low"] <= fid["value"] <= fid["ci_high"]
+        assert {r["batch_size"] for r in rows if r["metric"] == MS_PER_IMAGE} == set(batch_sizes)
+        baseline = json.loads(rows[0]["config"])["sweep"]["baseline"]
+        ratios = [r for r in rows if r["metric"] == SPEEDUP]
+        assert (len(ratios) == 0) == (name in (rows[0]["model"], f"{rows[0]['model']}[{baseline}]")), name
+    defaults = {BASELINE: f"{BASELINE}[num_steps=1]", STUDENT: f"{STUDENT}[guidance=0.0]"}
+    for model, name in defaults.items():
+        (fid,) = [r for r in settings[name] if r["metric"] == FID]
+        assert fid["value"] == pytest.approx(fids[model], rel=1e-6), (name, fid["value"], fids[model])
+
+
+@pytest.mark.slow
+def test_the_ci_sweep_measures_every_quick_setting_of_the_trained_models(ci_track):
+    manifest = json.loads(ci_track.manifest.read_text())
+    trained = [c["weights"] for c in manifest["checkpoints"] if c["role"] == TRAINED]
+    settings = _sweep_settings(ci_track.sweep_file, trained)
+    assert set(settings) == {f"{BASELINE}[num_steps=1]", f"{BASELINE}[num_steps=2]", f"{STUDENT}[guidance=0.0]",
+                             f"{STUDENT}[guidance=1.0]"}
+    assert manifest["sweep"]["grid"] == list(QUICK_GRID) and manifest["sweep_file"] == ci_track.sweep_file.name
+    _check_swept(settings, BUDGETS["ci"].num_samples, {1}, ci_track.fids)
+
+
+def test_quick_sweeps_fewer_settings_of_the_same_budget():
+    full = BUDGETS["full"]
+    assert quick(full).sweep.grid == QUICK_GRID and quick(full).steps == full.steps
+    assert len(QUICK_GRID) < len(full.sweep.grid)
 
 
 def test_a_corrupt_cached_checkpoint_is_retrained_never_used(tmp_path):
@@ -178,3 +238,16 @@ def test_the_teacher_settings_parse_and_gs_jacobi_segments_a_block(ci_track):
     settings = teacher_settings(gs)
     parsed = parse_option_sets([_options_arg(TEACHER, o) for o in settings], (TEACHER,))[TEACHER]
     assert list(parsed) == settings  # what the track passes to nfebench bench is what it meant
+
+
+def test_the_committed_full_run_sweeps_the_trained_models_settings():
+    manifest, folder = _committed_full_run()
+    if manifest["format"] < 3:
+        pytest.skip("the committed run predates manifest format 3 (the sweep of the trained models' settings)")
+    trained = [c["weights"] for c in manifest["checkpoints"] if c["role"] == TRAINED]
+    settings = _sweep_settings(folder / manifest["sweep_file"], trained)
+    expected = ({f"{BASELINE}[num_steps={k}]" for k in (1, 2, 4, 8)}
+                | {f"{STUDENT}[guidance={g}]" for g in ("0.0", "0.5", "1.0", "2.0")}
+                | {f"{TEACHER}[{d}guidance={g}]" for d in ("", "decoding=jacobi,") for g in ("0.0", "1.0")})
+    assert set(settings) == expected
+    _check_swept(settings, BUDGETS["full"].num_samples, {1, 64}, manifest["fids"])

@@ -106,6 +106,15 @@ def test_tpu_preset_is_the_issue_sweep():
     assert set(p["models"]) == set(TPU_MODELS) >= {"biflow-b2", "itarflow-b2", "itarflow-xl2", "sit-b2", "imf-b2"}
 
 
+def test_every_preset_model_is_registered_and_the_tpu_ones_have_a_jax_port():
+    from adapters import get_spec
+
+    for preset in PRESETS.values():
+        for model in preset["models"]:
+            get_spec(model)  # an unknown id raises
+    assert all(get_spec(m).jax_port for m in TPU_MODELS)
+
+
 def test_cli_bench_backend_jax_on_a_real_model(tmp_path):
     out = tmp_path / "run.csv"
     cmd = [sys.executable, "-m", "harness.cli", "bench", "--preset", "tpu", "--models", "biflow-b2",
