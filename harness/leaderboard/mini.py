@@ -146,6 +146,12 @@ def _times(rows: list[dict]) -> dict[tuple, dict]:
                   MINI_SETTING + ("batch_size",), by_n=False)
 
 
+def _track_rows(rows: list[dict]) -> list[dict]:
+    """The usable rows of the track's evals and benches: a track's sweep (rows with
+    ``config.sweep``) is read by the frontier tables, not by these."""
+    return [r for r in usable(rows) if "sweep" not in config_of(r)]
+
+
 def build_mini(rows: list[dict], manifests: dict[str, dict]) -> list[dict]:
     """The mini table: one row per model x dtype x options (its setting), the trained FID with its
     interval beside the half-way snapshot's and the same architecture's with random weights
@@ -160,7 +166,7 @@ def build_mini(rows: list[dict], manifests: dict[str, dict]) -> list[dict]:
     Returns:
         Rows with the keys of `MINI_COLUMNS`, ranked by trained FID (`harness.leaderboard.choice`).
     """
-    rows = usable(rows)
+    rows = _track_rows(rows)
 
     def role(r: dict) -> str:
         if is_random_weights(r["weights"]):
@@ -221,7 +227,7 @@ def build_mini_speedups(rows: list[dict], mini: list[dict]) -> list[dict]:
     Returns:
         Rows with the keys of `MINI_SPEEDUP_COLUMNS`, by model, dtype, options, batch size and basis.
     """
-    rows = usable(rows)
+    rows = _track_rows(rows)
     fids = {tuple(e[c] for c in MINI_SETTING): e["fid"] for e in mini}
     ratios = [r for r in rows if r["metric"] == SPEEDUP and r["batch_size"] and r["decode"] == "off"]
     out = []

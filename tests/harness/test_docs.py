@@ -76,7 +76,7 @@ def test_the_quote_check_has_quotes_to_check():
 
 def test_a_wrong_number_in_prose_is_caught(record, facts):
     page = ("BiFlow-B/2 ran 30.6x [29.6, 31.4] faster at batch 1, in 336 ms per image; the mini teacher's "
-            "FID 49.0.\n\nBut it was 31.9x faster, in 9.1 s, with FID 47.5 and 4.4 images/s (measured: 3.7e-7).\n\n"
+            "FID 50.4.\n\nBut it was 31.9x faster, in 9.1 s, with FID 47.5 and 4.4 images/s (measured: 3.7e-7).\n\n"
             "Not quotes: `--max-time 30` and\n\n```bash\nnfebench bench --ci-target 0.02  # 12.5 ms\n```\n\n"
             "<!-- 99.9x in a comment -->, an 8x8 image, FID-50K, a 95% interval.\n")
     bad = docs.unmatched_quotes(page, record, facts)

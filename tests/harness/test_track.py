@@ -120,7 +120,7 @@ def _check_swept(settings, n, batch_sizes, fids):
     for name, rows in settings.items():
         (fid,) = [r for r in rows if r["metric"] == FID]
         assert fid["n"] == n and fid["ci_low"] <= fid["value"] <= fid["ci_high"]
-        assert {r["batch_size"] for r in rows if r["metric"] == MS_PER_IMAGE} == set(batch_sizes)
+        assert {int(r["batch_size"]) for r in rows if r["metric"] == MS_PER_IMAGE} == set(batch_sizes)
         baseline = json.loads(rows[0]["config"])["sweep"]["baseline"]
         ratios = [r for r in rows if r["metric"] == SPEEDUP]
         assert (len(ratios) == 0) == (name in (rows[0]["model"], f"{rows[0]['model']}[{baseline}]")), name
