@@ -1,5 +1,5 @@
 """Fixtures of the adapter tests: a toy pixel-space family registered for the duration of a test,
-and samplers with every constant parameter randomised (for parity tests against references)."""
+and the random weights of random_weights.py as fixtures (for parity tests against references)."""
 
 from dataclasses import dataclass
 
@@ -7,11 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from adapters import load_sampler
 from adapters.api import registry
-from adapters.base import TorchSampler, count_params
 from adapters.api.checkpoint import load_checkpoint
 from adapters.api.sampler import RANDOM_INIT, ModelInfo
+from adapters.base import TorchSampler, count_params
+
+from .random_weights import (
+    random_sampler,
+    randomize_all_parameters,
+    randomize_constant_parameters,
+)
 
 
 @dataclass(frozen=True)
@@ -43,36 +48,22 @@ def toy_family(monkeypatch):
     registry.register("toy-s", family="toy", config=ToyConfig(), build=build_toy)
     return "toy-s"
 
-def randomize_constant_parameters(module: nn.Module, seed: int) -> None:
-    """Give every parameter that its init left constant (adaLN-Zero and zeroed output layers,
-    zero biases, unit norm weights) seeded random values around that constant: matrices with
-    std 1/sqrt(fan-in), vectors with std 0.1. Without this a random-init network's outputs
-    are trivial (zero velocity) and a parity test could not fail on the layers that matter."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            if p.numel() > 1 and bool((p == p.flatten()[0]).all()):
-                std = p[0].numel() ** -0.5 if p.ndim >= 2 else 0.1
-                p.add_(std * torch.randn(p.shape, generator=gen).to(p.dtype))
-
-
-def random_sampler(model: str, seed: int = 0, **overrides):
-    """`load_sampler(model, **overrides)` with its init drawn from `seed` (the global torch RNG
-    is restored afterwards) and every constant parameter of `net` randomised."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        sampler = load_sampler(model, **overrides)
-    randomize_constant_parameters(sampler.net, seed)
-    return sampler
-
 
 @pytest.fixture(scope="session")
 def make_random_sampler():
-    """`random_sampler(model, seed=0, **overrides)`, as a fixture (test modules cannot import conftest)."""
+    """`random_weights.random_sampler(model, seed=0, **overrides)`, as a fixture."""
     return random_sampler
 
 
 @pytest.fixture(scope="session")
 def randomize_constants():
-    """`randomize_constant_parameters(module, seed)`, as a fixture: for reference modules built outside nfebench."""
+    """`random_weights.randomize_constant_parameters(module, seed)`, as a fixture: for reference modules
+    built outside nfebench."""
     return randomize_constant_parameters
+
+
+@pytest.fixture(scope="session")
+def randomize():
+    """`random_weights.randomize_all_parameters(module, seed)`, as a fixture: constant parameters
+    randomised (adaLN-Zero, zero output layer, unit norms), then every trained one perturbed."""
+    return randomize_all_parameters

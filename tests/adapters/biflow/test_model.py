@@ -7,10 +7,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from adapters import biflow, load_sampler, model_info
+from adapters.api.errors import InputError
+from adapters.api.registry import get_spec
 from adapters.base import count_params
 from adapters.biflow.model import AlignmentHeads, BiFlowNet, stage_sizes
-from adapters.api.registry import get_spec
-from adapters.api.errors import InputError
+
+from ..checkpoint_files import save
 
 TINY = dict(hidden_size=32, depth=4, num_heads=2, num_stages=3, input_size=8, num_classes=10)
 LABELS = torch.tensor([0, 3, 9, 4])
@@ -153,10 +155,9 @@ def test_alignment_heads_shapes_and_not_counted():
 
 def test_checkpoint_round_trip(tmp_path):
     s = _tiny()
-    path = tmp_path / "g.pt"
-    torch.save(s.net.state_dict(), path)
+    path = save(tmp_path, s.net.state_dict(), "g.pt")
     assert not any(k.startswith("rope_") for k in s.net.state_dict())  # derived tables are not saved
-    loaded = load_sampler("biflow-b2", checkpoint=str(path), **TINY)
+    loaded = load_sampler("biflow-b2", checkpoint=path, **TINY)
     assert loaded.info.weights.startswith("sha256:")
     z = _noise()
     torch.testing.assert_close(loaded.generate(z, LABELS, guidance=0.5), s.generate(z, LABELS, guidance=0.5),
@@ -166,10 +167,8 @@ def test_checkpoint_round_trip(tmp_path):
 def test_misshaped_checkpoint_names_the_tensor(tmp_path):
     sd = load_sampler("biflow-b2", **TINY).net.state_dict()
     sd["head.weight"] = torch.zeros(4, 32)
-    path = tmp_path / "bad.pt"
-    torch.save(sd, path)
     with pytest.raises(InputError, match=r"mis-shaped tensors: head\.weight \(file \(4, 32\), model \(16, 32\)\)"):
-        load_sampler("biflow-b2", checkpoint=str(path), **TINY)
+        load_sampler("biflow-b2", checkpoint=save(tmp_path, sd, "bad.pt"), **TINY)
 
 
 def test_bad_inputs_are_input_errors():

@@ -102,25 +102,6 @@ def extract_ema(ref):
 SHRINK = dict(hidden_size=64, depth=2, num_heads=4)
 
 
-def perturb_all(module, seed):
-    """Seeded noise on every trained parameter (pos_embed is fixed): the time embedder's small N(0, 0.02)
-    init would otherwise make t barely matter, and a mix-up of times could pass unseen."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name != "pos_embed" and not name.endswith(".pos_embed"):
-                p.add_((p[0].numel() ** -0.5 if p.ndim >= 2 else 0.1) * torch.randn(p.shape, generator=gen))
-
-
-@pytest.fixture
-def randomize(randomize_constants):
-    """Constant parameters randomised (adaLN-Zero, zero output layer, unit norms), then every trained one perturbed."""
-    def both(module, seed):
-        randomize_constants(module, seed)
-        perturb_all(module, seed + 1000)
-    return both
-
-
 @pytest.fixture
 def reference_dit(ref, randomize, monkeypatch):
     """``reference_dit(seed=0, shrink=SHRINK, num_classes=1000)``: LightningDiT as test.py builds it,

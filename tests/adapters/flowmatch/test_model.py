@@ -14,6 +14,8 @@ from adapters.api.errors import InputError
 from adapters.flowmatch import model as flowmatch_model
 from adapters.flowmatch.model import DiT, sincos_pos_embed_2d
 
+from ..checkpoint_files import save
+
 TINY = dict(hidden_size=32, depth=2, num_heads=2, input_size=8, num_classes=10, in_channels=4, space="latent")
 LABELS = torch.tensor([0, 3, 9])
 
@@ -189,9 +191,7 @@ def test_state_dict_keys_follow_dit():
 
 def test_checkpoint_round_trip(tmp_path):
     s = _tiny()
-    path = tmp_path / "rf.pt"
-    torch.save(s.net.state_dict(), path)
-    loaded = load_sampler("rf-mini", checkpoint=str(path), **TINY)
+    loaded = load_sampler("rf-mini", checkpoint=save(tmp_path, s.net.state_dict(), "rf.pt"), **TINY)
     assert loaded.info.weights.startswith("sha256:")
     z = _noise()
     torch.testing.assert_close(loaded.generate(z, LABELS), s.generate(z, LABELS), rtol=0, atol=0)
@@ -200,13 +200,12 @@ def test_checkpoint_round_trip(tmp_path):
 def test_misshaped_checkpoint_names_the_tensor(tmp_path):
     sd = load_sampler("rf-mini", **TINY).net.state_dict()
     sd["final_layer.linear.weight"] = torch.zeros(8, 32)
-    path = tmp_path / "bad.pt"
-    torch.save(sd, path)
+    path = save(tmp_path, sd, "bad.pt")
     with pytest.raises(InputError, match=r"mis-shaped tensors: final_layer\.linear\.weight"):
-        load_sampler("rf-mini", checkpoint=str(path), **TINY)
+        load_sampler("rf-mini", checkpoint=path, **TINY)
     with pytest.raises(InputError, match=r"missing tensors: h_embedder"):
         # the two-time DiT of adapters/meanflow (which has no space option: it is latent)
-        load_sampler("meanflow-b2", checkpoint=str(path), **{k: v for k, v in TINY.items() if k != "space"})
+        load_sampler("meanflow-b2", checkpoint=path, **{k: v for k, v in TINY.items() if k != "space"})
 
 
 def test_bad_inputs_are_input_errors():

@@ -6,19 +6,22 @@ import doctest
 import re
 import warnings
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import adapters.imf
 import adapters.imf.model
 from adapters import load_sampler, model_info
 from adapters.api.checkpoint import CheckpointWarning
+from adapters.api.errors import InputError
 from adapters.imf.model import IMFDiT, reference_key
 from adapters.vae import SD_VAE_MSE_REPO
-from adapters.api.errors import InputError
+
+from ..checkpoint_files import save
+from ..random_weights import seeded_init
+from . import official
+from .official import rel_dev
 
 REPO = ("imf", "Lyy-iiis/imeanflow")
 # A small imfDiT: the reference factory's keyword arguments, and the same network as nfebench overrides.
@@ -33,23 +36,8 @@ PARAMS = {"imf-b2": 88_948_256, "imf-m2": 173_921_312, "imf-l2": 409_071_648, "i
 FACTORY = {"imf-b2": "imfDiT_B_2", "imf-m2": "imfDiT_M_2", "imf-l2": "imfDiT_L_2", "imf-xl2": "imfDiT_XL_2"}
 
 
-class FixedNoise:
-    """Stands in for the reference's per-sample generator: hands out the noise the adapter gets."""
-
-    def __init__(self, noise):
-        self.noise = noise
-
-    def randn(self, shape):
-        assert tuple(shape) == tuple(self.noise.shape)
-        return self.noise.clone()
-
-
 def _noise(n=3, side=8, seed=0):
     return torch.randn(n, 4, side, side, generator=torch.Generator().manual_seed(seed))
-
-
-def _rel(ours, ref):
-    return float((ours - ref).abs().max() / ref.abs().max())
 
 
 @pytest.fixture
@@ -63,9 +51,7 @@ def reference(imf_ref, monkeypatch, randomize_constants):
     """A small reference iMeanFlow with random non-zero weights (gates, norms, biases and the zero-initialised
     final layers perturbed)."""
     monkeypatch.setattr(imf_ref.imfDiT, "imfDiT_tiny", partial(imf_ref.imfDiT.imfDiT, **REF_TINY), raising=False)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = imf_ref.iMeanFlow("imfDiT_tiny", img_size=8, num_classes=10)
+    model = seeded_init(0, imf_ref.iMeanFlow, "imfDiT_tiny", img_size=8, num_classes=10)
     randomize_constants(model, 1)
     return model
 
@@ -73,9 +59,7 @@ def reference(imf_ref, monkeypatch, randomize_constants):
 @pytest.fixture
 def loaded(reference, tmp_path):
     """(reference module, nfebench sampler loaded from the reference's saved state_dict)."""
-    path = tmp_path / "iMF-tiny.pth"
-    torch.save(reference.state_dict(), path)
-    return reference, load_sampler("imf-b2", checkpoint=str(path), **TINY)
+    return reference, load_sampler("imf-b2", checkpoint=save(tmp_path, reference.state_dict(), "iMF-tiny.pth"), **TINY)
 
 
 def test_reference_state_dict_loads_unchanged(reference, tmp_path):
@@ -115,25 +99,12 @@ def test_reference_names_map_to_the_modules(tmp_path):
     torch.testing.assert_close(loaded.generate(_noise(), LABELS), s.generate(_noise(), LABELS), rtol=0, atol=0)
 
 
-SETTINGS = {  # name -> (guidance g = omega - 1 or None, interval or None)
-    "no guidance, full interval": (0.0, (0.0, 1.0)),
-    "guided, full interval": (4.0, (0.0, 1.0)),
-    "guided, interval": (4.0, (0.3, 0.7)),
-    "config defaults": (None, None),  # imf-b2: omega 8.0 on [0.4, 0.65]
-}
-
-
 @pytest.mark.parametrize("steps", [1, 2])
-@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("setting", list(official.SETTINGS))  # "config defaults", imf-b2's: omega 8.0 on [0.4, 0.65]
 def test_matches_the_reference_sampler(loaded, steps, setting):
-    reference, s = loaded
-    g, interval = SETTINGS[setting]
-    omega = 1.0 + (s.config.guidance if g is None else g)
-    t_min, t_max = (s.config.interval_min, s.config.interval_max) if interval is None else interval
     z = _noise()
-    ref = reference.generate(3, FixedNoise(z), steps, omega, t_min, t_max, labels=LABELS)
-    ours = s.generate(z, LABELS, guidance=g, guidance_interval=interval, num_steps=steps)
-    assert _rel(ours, ref) <= TOL
+    ref, ours = official.samples_of_setting(*loaded, z, LABELS, steps, setting)
+    assert rel_dev(ours, ref) <= TOL
     assert (ref - z).abs().max() > 0.5  # the network moved the sample: the comparison has teeth
 
 
@@ -152,24 +123,19 @@ def test_guidance_and_interval_are_inputs_that_change_the_sample(loaded):
 def test_unconditional_is_the_null_class(loaded):
     reference, s = loaded
     z = _noise()
-    null = torch.full((3,), 10)
-    ref = reference.generate(3, FixedNoise(z), 1, 1.0, 0.0, 1.0, labels=null)
-    assert _rel(s.generate(z, None, guidance=0.0, guidance_interval=(0.0, 1.0)), ref) <= TOL
+    ref = official.reference_sample(reference, z, torch.full((3,), 10), 1, 1.0, 0.0, 1.0)
+    assert rel_dev(s.generate(z, None, guidance=0.0, guidance_interval=(0.0, 1.0)), ref) <= TOL
 
 
 @pytest.mark.slow
 def test_full_size_b2_matches_the_reference(imf_ref, randomize_constants, tmp_path):
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        reference = imf_ref.iMeanFlow("imfDiT_B_2")
+    reference = seeded_init(0, imf_ref.iMeanFlow, "imfDiT_B_2")
     randomize_constants(reference, 2)
-    path = tmp_path / "iMF-B-2.pth"
-    torch.save(reference.state_dict(), path)
-    s = load_sampler("imf-b2", checkpoint=str(path))
+    s = load_sampler("imf-b2", checkpoint=save(tmp_path, reference.state_dict(), "iMF-B-2.pth"))
     z = _noise(n=2, side=32)
     labels = torch.tensor([207, 974])
-    ref = reference.generate(2, FixedNoise(z), 1, 8.0, 0.4, 0.65, labels=labels)
-    assert _rel(s.generate(z, labels), ref) <= TOL  # the README's B/2 setting is the default
+    ref = official.reference_sample(reference, z, labels, 1, 8.0, 0.4, 0.65)
+    assert rel_dev(s.generate(z, labels), ref) <= TOL  # the README's B/2 setting is the default
 
 
 @pytest.mark.parametrize("model", list(PARAMS))
@@ -191,40 +157,12 @@ def test_gflops_formula_matches_the_flop_counter(size):
         if size == "tiny" else {}
     with torch.device("meta"):
         net = IMFDiT(**cfg)
-        n = 2
-        x = torch.empty(n, 4, net.grid * 2, net.grid * 2)
-        t, y = torch.ones(n), torch.zeros(n, dtype=torch.long)
-    with FlopCounterMode(display=False) as counter:
-        net(x, t, t, t, t, t, y)
-    assert net.flops() == pytest.approx(counter.get_total_flops() / n, rel=1e-6)
-
-
-def _root(module) -> Path:
-    """The folder of an imported reference module."""
-    return Path(module.__file__).parent
+    assert net.flops() == pytest.approx(official.flops_per_sample(net), rel=1e-6)
 
 
 def _readme_settings(imf_ref):
-    """{(factory, num_steps): (omega, t_min, t_max)} from the README's evaluate commands, with
-    evaluate.py's argparse defaults for the flags a command leaves out."""
-    root = _root(imf_ref)
-    src = (root / "evaluate.py").read_text()
-
-    def default(flag):
-        return re.search(rf"'--{flag}', default='?([\w.]+)'?", src).group(1)
-
-    settings = {}
-    for block in re.findall(r"```bash\n(.*?)```", (root / "README.md").read_text(), re.S):
-        if "evaluate.py evaluate" not in block:
-            continue
-
-        def flag(name):
-            m = re.search(rf"--{name} (\S+)", block)
-            return m.group(1) if m else default(name)
-
-        settings[(flag("model"), int(flag("num-sampling-steps")))] = tuple(
-            float(flag(f)) for f in ("cfg-omega", "interval-min", "interval-max"))
-    return settings
+    """{(factory, num_steps): (omega, t_min, t_max)} from the README's evaluate commands."""
+    return {(factory, steps): guidance for factory, steps, guidance in official.readme_settings(imf_ref)}
 
 
 def test_defaults_are_the_readme_evaluation_commands(imf_ref):
@@ -259,19 +197,13 @@ def test_random_init_predicts_zero_velocity_and_is_deterministic():
 
 def test_bfloat16_close_to_float32(loaded, tmp_path):
     _, s = loaded
-    path = tmp_path / "f32.pt"
-    torch.save(s.net.state_dict(), path)
-    half = load_sampler("imf-b2", checkpoint=str(path), dtype=torch.bfloat16, **TINY)
-    z = _noise()
-    out = half.generate(z, LABELS, num_steps=2)
-    assert out.dtype == torch.bfloat16
-    assert _rel(out.float(), s.generate(z, LABELS, num_steps=2)) <= 5e-2
+    assert official.bfloat16_deviation(s, TINY, tmp_path, _noise(), LABELS, num_steps=2) <= 5e-2
 
 
 def test_decoder_is_ft_mse_with_the_references_latent_normalisation(imf_ref):
     s = load_sampler("imf-b2", device="meta")
     assert s.vae_spec.repo == SD_VAE_MSE_REPO
-    src = (_root(imf_ref) / "utils" / "vae_util.py").read_text()
+    src = (official.root(imf_ref) / "utils" / "vae_util.py").read_text()
 
     def table(name):
         values = re.search(rf"self\.{name} = torch\.tensor\(\[(.*?)\]", src).group(1)
@@ -283,14 +215,8 @@ def test_decoder_is_ft_mse_with_the_references_latent_normalisation(imf_ref):
     torch.testing.assert_close(s.vae_spec.norm.to_vae(x), x * std.view(-1, 1, 1) + mean.view(-1, 1, 1))
 
 
-def _save(tmp_path, sd, name="ckpt.pth"):
-    path = tmp_path / name
-    torch.save(sd, path)
-    return str(path)
-
-
 def test_a_checkpoint_of_another_size_names_every_bad_tensor(reference, tmp_path):
-    path = _save(tmp_path, reference.state_dict())
+    path = save(tmp_path, reference.state_dict(), "ckpt.pth")
     with pytest.raises(InputError) as err:  # one block fewer, half the heads' width
         load_sampler("imf-b2", checkpoint=path, **{**TINY, "depth": 2, "hidden_size": 32, "num_heads": 2})
     msg = str(err.value)
@@ -308,7 +234,7 @@ def test_imf_loads_strictly(reference, tmp_path):
     sd = dict(reference.state_dict())
     sd["net.v_heads.0.attn_scale"] = torch.zeros(64)  # a training checkpoint's v head: not iMF's evaluation model
     with pytest.raises(InputError, match=r"unexpected tensors: v_heads\.0\.attn_scale"):
-        load_sampler("imf-b2", checkpoint=_save(tmp_path, sd), **TINY)
+        load_sampler("imf-b2", checkpoint=save(tmp_path, sd, "ckpt.pth"), **TINY)
 
 
 @pytest.mark.parametrize("kwargs,match", [

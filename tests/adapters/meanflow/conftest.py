@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import torch
 
+from adapters import load_sampler
+
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 
@@ -26,6 +28,10 @@ REPO = ("meanflow", "Gsunshine/meanflow")
 # A small official DiT: models_dit.DiT's arguments, equal to nfebench's overrides of the same network.
 SMALL = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=4, num_classes=10)
 STEP = 1200  # the saved TrainState's step: ckpt_util writes checkpoint_1200/
+# A parity case's mode -> (labels drawn, else the null class; the official guidance_eq; our g, the
+# config's trained guidance): the released recipe (omega 1, kappa 0.5: g = 1), a model trained
+# without guidance (g = 0), and the null class.
+MODES = {"cfg": (True, "cfg", 1.0), "none": (True, "none", 0.0), "uncond": (False, "cfg", 1.0)}
 _TRAINING_ONLY = ("ml_collections", "clu", "clu.metric_writers", "utils.fid_util", "utils.vae_util",
                   "utils.input_pipeline")
 
@@ -109,6 +115,22 @@ class Official:
         _, rng_labels = jax.random.split(rest, 2)
         drawn = torch.from_numpy(np.array(jax.random.randint(rng_labels, (n,), 0, classes))).long()
         return _nchw(noise), drawn if labels else None, _nchw(out)
+
+    def assert_reproduced(self, saved, num_steps: int, mode: str, *, tol: float, load=load_sampler):
+        """nfebench's meanflow-b4 loaded from the `saved` work dir by `load` (load_sampler's
+        arguments; `SMALL`'s sizes and the `MODES` guidance of `mode`) samples the official
+        ``generate``'s noise and labels in `num_steps` within `tol` (relative); returns the sampler."""
+        state, workdir = saved
+        labels, guidance_eq, g = MODES[mode]
+        noise, labels, ref = self.sample(state.ema_params, num_steps, labels=labels, guidance_eq=guidance_eq)
+        s = load("meanflow-b4", str(workdir), **SMALL, guidance=g)
+        out = np.asarray(s.generate(noise, labels, guidance=g, num_steps=num_steps), np.float64)
+        dev = float(np.abs(out - ref.double().numpy()).max() / ref.double().abs().max())
+        backend = getattr(s, "backend", "torch")  # JaxSampler says; the torch samplers do not
+        print(f"meanflow {backend} k={num_steps} {mode}: relative deviation {dev:.2e}")
+        assert dev <= tol
+        assert (ref - noise).abs().max() > 0.5  # the network moved the sample: the check has teeth
+        return s
 
 
 @pytest.fixture

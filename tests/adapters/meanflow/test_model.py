@@ -42,10 +42,9 @@ PARAMS = {"meanflow-b4": 131_165_248, "meanflow-b2": 131_091_472, "meanflow-m2":
 FACTORY = {"meanflow-b4": "DiT_B_4", "meanflow-b2": "DiT_B_2", "meanflow-m2": "DiT_M_2", "meanflow-l2": "DiT_L_2",
            "meanflow-xl2": "DiT_XL_2"}
 # 1 and 2 steps; the released recipe's trained guidance (omega 1, kappa 0.5: g = 1), a model trained
-# without it (guidance_eq='none': g = 0), and the null class. Sampling is the same function of the
-# weights in all three: guidance only changes what the weights were trained towards.
+# without it (guidance_eq='none': g = 0), and the null class (conftest's MODES). Sampling is the same
+# function of the weights in all three: guidance only changes what the weights were trained towards.
 CASES = [(k, mode) for k in (1, 2) for mode in ("cfg", "none", "uncond")]
-GUIDANCE = {"cfg": 1.0, "none": 0.0, "uncond": 1.0}  # our config's trained g, and generate's
 
 
 def rel(ours, ref) -> float:
@@ -100,16 +99,7 @@ def test_the_folder_fingerprint_is_sha256sum_over_its_files(saved):
 
 @pytest.mark.parametrize("num_steps,mode", CASES)
 def test_matches_the_official_sampler(official, saved, num_steps, mode):
-    state, workdir = saved
-    noise, labels, ref = official.sample(state.ema_params, num_steps, labels=mode != "uncond",
-                                         guidance_eq="none" if mode == "none" else "cfg")
-    g = GUIDANCE[mode]
-    s = load_sampler("meanflow-b4", checkpoint=str(workdir), **TINY, guidance=g)
-    out = s.generate(noise, labels, guidance=g, num_steps=num_steps)
-    dev = rel(out, ref)
-    print(f"meanflow torch k={num_steps} {mode}: relative deviation {dev:.2e}")
-    assert dev <= TOL
-    assert (ref - noise).abs().max() > 0.5  # the network moved the sample: the check has teeth
+    official.assert_reproduced(saved, num_steps, mode, tol=TOL)
 
 
 def test_the_official_second_step_needs_sampling_timesteps(official, saved):

@@ -3,15 +3,12 @@
 defaults and bad input."""
 
 import doctest
-import re
 import warnings
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 import adapters.pmf
 import adapters.pmf.model
@@ -20,6 +17,11 @@ from adapters.api.checkpoint import CheckpointWarning
 from adapters.api.errors import InputError
 from adapters.imf.model import reference_key
 from adapters.pmf.model import PMFDiT
+
+from ..checkpoint_files import save
+from ..imf import official
+from ..imf.official import rel_dev
+from ..random_weights import seeded_init
 
 REPO = ("pmf", "Lyy-iiis/pMF")
 REF_TINY = dict(depth=3, hidden_size=64, patch_size=4, num_heads=4, aux_head_depth=1)
@@ -35,29 +37,8 @@ FACTORY = {m: "pmfDiT_" + m[4].upper() + "_" + m[5:] for m in PARAMS}  # pmf-b16
 NOISE_SCALE = {"pmf-b16": 1.0, "pmf-l16": 1.0, "pmf-h16": 2.0, "pmf-b32": 2.0, "pmf-l32": 4.0, "pmf-h32": 4.0}
 
 
-class FixedNoise:
-    """Stands in for the reference's per-sample generator: hands out the noise the adapter gets."""
-
-    def __init__(self, noise):
-        self.noise = noise
-
-    def randn(self, shape):
-        assert tuple(shape) == tuple(self.noise.shape)
-        return self.noise.clone()
-
-
 def _noise(n=3, side=16, seed=0):
     return torch.randn(n, 3, side, side, generator=torch.Generator().manual_seed(seed))
-
-
-def _rel(ours, ref):
-    return float((ours - ref).abs().max() / ref.abs().max())
-
-
-def _save(tmp_path, sd, name="ckpt.pt"):
-    path = tmp_path / name
-    torch.save(sd, path)
-    return str(path)
 
 
 @pytest.fixture
@@ -71,9 +52,7 @@ def reference(pmf_ref, monkeypatch, randomize_constants):
     """A small reference pixelMeanFlow built through the pmfDiT_B_32 name (so with B/32's noise scale, 2)
     and random non-zero weights (gates, norms, biases and the zero-initialised final layer perturbed)."""
     monkeypatch.setattr(pmf_ref.pmfDiT, "pmfDiT_B_32", partial(pmf_ref.pmfDiT.pmfDiT, **REF_TINY))
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = pmf_ref.pixelMeanFlow("pmfDiT_B_32", img_size=16, num_classes=10)
+    model = seeded_init(0, pmf_ref.pixelMeanFlow, "pmfDiT_B_32", img_size=16, num_classes=10)
     randomize_constants(model, 1)
     return model
 
@@ -87,14 +66,14 @@ def _load(path, **overrides):
 @pytest.fixture
 def loaded(reference, tmp_path):
     """(reference module, nfebench sampler loaded from the reference's saved state_dict)."""
-    s, _ = _load(_save(tmp_path, reference.state_dict()))
+    s, _ = _load(save(tmp_path, reference.state_dict()))
     return reference, s
 
 
 def test_reference_state_dict_loads_naming_the_one_ignored_key(reference, tmp_path):
     sd = reference.state_dict()
     assert all(k.startswith("net.") for k in sd) and reference.noise_scale == 2.0
-    s, message = _load(_save(tmp_path, sd))
+    s, message = _load(save(tmp_path, sd))
     assert "ignored 1 tensors (rope_freqs)" in message and "strict=False" in message
     ours = s.net.state_dict()
     assert {reference_key(k) for k in sd} - set(ours) == {"rope_freqs"}
@@ -108,52 +87,38 @@ def test_reference_state_dict_loads_naming_the_one_ignored_key(reference, tmp_pa
 
 def test_a_training_state_dict_loads_with_its_v_head_named(pmf_ref, randomize_constants, tmp_path, loaded):
     reference, _ = loaded
-    with torch.random.fork_rng():
-        torch.manual_seed(3)
-        train_net = pmf_ref.pmfDiT.pmfDiT(input_size=16, in_channels=3, num_classes=10, eval_mode=False, **REF_TINY)
+    train_net = seeded_init(3, pmf_ref.pmfDiT.pmfDiT, input_size=16, in_channels=3, num_classes=10, eval_mode=False,
+                            **REF_TINY)
     randomize_constants(train_net, 4)
     sd = {**{"net." + k: v for k, v in train_net.state_dict().items()},
           **{k: v for k, v in reference.state_dict().items()}}  # the evaluated weights; v head on top
-    s, message = _load(_save(tmp_path, sd))
+    s, message = _load(save(tmp_path, sd))
     assert "v_heads.0.attn.k_norm.weight" in message and "v_final_layer.linear.bias" in message
     z = _noise()
-    ref = reference.generate(3, FixedNoise(z), 1, 2.0, s.config.interval_min, s.config.interval_max, labels=LABELS)
-    assert _rel(s.generate(z, LABELS, guidance=1.0), ref) <= TOL
+    ref = official.reference_sample(reference, z, LABELS, 1, 2.0, s.config.interval_min, s.config.interval_max)
+    assert rel_dev(s.generate(z, LABELS, guidance=1.0), ref) <= TOL
 
 
 def test_every_other_key_loads_strictly(reference, tmp_path):
     sd = {**reference.state_dict(), "net.extra_table": torch.zeros(3)}
     with pytest.raises(InputError, match="unexpected tensors: extra_table"):
-        _load(_save(tmp_path, sd))
-
-
-SETTINGS = {  # name -> (guidance g = omega - 1 or None, interval or None)
-    "no guidance, full interval": (0.0, (0.0, 1.0)),
-    "guided, full interval": (4.0, (0.0, 1.0)),
-    "guided, interval": (4.0, (0.3, 0.7)),
-    "config defaults": (None, None),  # pmf-b32: omega 6.5 on [0.1, 0.7]
-}
+        _load(save(tmp_path, sd))
 
 
 @pytest.mark.parametrize("steps", [1, 2])
-@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("setting", list(official.SETTINGS))  # "config defaults", pmf-b32's: omega 6.5 on [0.1, 0.7]
 def test_matches_the_reference_sampler(loaded, steps, setting):
-    reference, s = loaded
-    g, interval = SETTINGS[setting]
-    omega = 1.0 + (s.config.guidance if g is None else g)
-    t_min, t_max = (s.config.interval_min, s.config.interval_max) if interval is None else interval
     z = _noise()
-    ref = reference.generate(3, FixedNoise(z), steps, omega, t_min, t_max, labels=LABELS)
-    ours = s.generate(z, LABELS, guidance=g, guidance_interval=interval, num_steps=steps)
-    assert _rel(ours, ref) <= TOL
+    ref, ours = official.samples_of_setting(*loaded, z, LABELS, steps, setting)
+    assert rel_dev(ours, ref) <= TOL
     assert (ref - 2 * z).abs().max() > 0.5  # the network moved the (scaled) noise: the comparison has teeth
 
 
 def test_unconditional_is_the_null_class(loaded):
     reference, s = loaded
     z = _noise()
-    ref = reference.generate(3, FixedNoise(z), 2, 1.0, 0.0, 1.0, labels=torch.full((3,), 10))
-    assert _rel(s.generate(z, None, guidance=0.0, guidance_interval=(0.0, 1.0), num_steps=2), ref) <= TOL
+    ref = official.reference_sample(reference, z, torch.full((3,), 10), 2, 1.0, 0.0, 1.0)
+    assert rel_dev(s.generate(z, None, guidance=0.0, guidance_interval=(0.0, 1.0), num_steps=2), ref) <= TOL
 
 
 class Recorder(nn.Module):
@@ -182,16 +147,14 @@ def test_the_noise_scale_is_applied_to_standard_normal_noise(model):
 
 @pytest.mark.slow
 def test_full_size_b16_matches_the_reference(pmf_ref, randomize_constants, tmp_path):
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        reference = pmf_ref.pixelMeanFlow("pmfDiT_B_16")
+    reference = seeded_init(0, pmf_ref.pixelMeanFlow, "pmfDiT_B_16")
     randomize_constants(reference, 2)
     with pytest.warns(CheckpointWarning, match="rope_freqs"):
-        s = load_sampler("pmf-b16", checkpoint=_save(tmp_path, reference.state_dict(), "pMF-B-16.pt"))
+        s = load_sampler("pmf-b16", checkpoint=save(tmp_path, reference.state_dict(), "pMF-B-16.pt"))
     z = _noise(n=2, side=256)
     labels = torch.tensor([207, 974])
-    ref = reference.generate(2, FixedNoise(z), 1, 7.5, 0.1, 0.8, labels=labels)
-    assert _rel(s.generate(z, labels), ref) <= TOL  # evaluate.py's defaults are pmf-b16's
+    ref = official.reference_sample(reference, z, labels, 1, 7.5, 0.1, 0.8)
+    assert rel_dev(s.generate(z, labels), ref) <= TOL  # evaluate.py's defaults are pmf-b16's
 
 
 @pytest.mark.parametrize("model", list(PARAMS))
@@ -216,35 +179,14 @@ def test_gflops_formula_matches_the_flop_counter(size):
         dict(hidden_size=1280, depth=48, num_heads=16, mlp_hidden=3416, bottleneck_channels=256)
     with torch.device("meta"):
         net = PMFDiT(**cfg)
-        n = 2
-        x = torch.empty(n, 3, net.grid * net.patch_size, net.grid * net.patch_size)
-        t, y = torch.ones(n), torch.zeros(n, dtype=torch.long)
-    with FlopCounterMode(display=False) as counter:
-        net(x, t, t, t, t, t, y)
-    assert net.flops() == pytest.approx(counter.get_total_flops() / n, rel=1e-6)
+    assert net.flops() == pytest.approx(official.flops_per_sample(net), rel=1e-6)
 
 
 def _readme_settings(pmf_ref):
-    """{factory: (omega, t_min, t_max)} from the README's evaluate commands, with evaluate.py's
-    argparse defaults for the flags a command leaves out (pMF-B/16's gives none)."""
-    root = Path(pmf_ref.__file__).parent
-    src = (root / "evaluate.py").read_text()
-
-    def default(flag):
-        return re.search(rf"'--{flag}', default='?([\w.]+)'?", src).group(1)
-
-    settings = {}
-    for block in re.findall(r"```bash\n(.*?)```", (root / "README.md").read_text(), re.S):
-        if "evaluate.py evaluate" not in block:
-            continue
-
-        def flag(name):
-            m = re.search(rf"--{name} (\S+)", block)
-            return m.group(1) if m else default(name)
-
-        assert int(flag("num-sampling-steps")) == 1
-        settings[flag("model")] = tuple(float(flag(f)) for f in ("cfg-omega", "interval-min", "interval-max"))
-    return settings
+    """{factory: (omega, t_min, t_max)} from the README's evaluate commands (pMF-B/16's gives no flag), all one-step."""
+    settings = official.readme_settings(pmf_ref)
+    assert all(steps == 1 for _, steps, _ in settings)
+    return {factory: guidance for factory, _, guidance in settings}
 
 
 def test_defaults_are_the_readme_evaluation_commands(pmf_ref):
@@ -260,13 +202,7 @@ def test_defaults_are_the_readme_evaluation_commands(pmf_ref):
 
 def test_bfloat16_close_to_float32(loaded, tmp_path):
     _, s = loaded
-    path = tmp_path / "f32.pt"
-    torch.save(s.net.state_dict(), path)
-    half = load_sampler("pmf-b32", checkpoint=str(path), dtype=torch.bfloat16, **TINY)
-    z = _noise()
-    out = half.generate(z, LABELS, num_steps=2)
-    assert out.dtype == torch.bfloat16
-    assert _rel(out.float(), s.generate(z, LABELS, num_steps=2)) <= 5e-2
+    assert official.bfloat16_deviation(s, TINY, tmp_path, _noise(), LABELS, num_steps=2) <= 5e-2
 
 
 def test_pixel_space_without_a_decoder():
@@ -281,7 +217,7 @@ def test_pixel_space_without_a_decoder():
 
 
 def test_checkpoints_of_the_other_family_name_every_bad_tensor(reference, reference_code, monkeypatch, tmp_path):
-    pmf_file = _save(tmp_path, reference.state_dict(), "pmf.pt")
+    pmf_file = save(tmp_path, reference.state_dict(), "pmf.pt")
     with pytest.raises(InputError) as err:
         load_sampler("imf-b2", checkpoint=pmf_file, hidden_size=64, depth=3, num_heads=4, head_depth=1,
                      input_size=16, patch_size=4, in_channels=3, num_classes=10)
@@ -293,10 +229,8 @@ def test_checkpoints_of_the_other_family_name_every_bad_tensor(reference, refere
 
     imf, = reference_code("imf", "Lyy-iiis/imeanflow", "imf")
     monkeypatch.setattr(imf.imfDiT, "imfDiT_tiny", partial(imf.imfDiT.imfDiT, **REF_TINY), raising=False)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        imf_model = imf.iMeanFlow("imfDiT_tiny", img_size=16, img_channels=3, num_classes=10)
-    imf_file = _save(tmp_path, imf_model.state_dict(), "imf.pth")
+    imf_model = seeded_init(0, imf.iMeanFlow, "imfDiT_tiny", img_size=16, img_channels=3, num_classes=10)
+    imf_file = save(tmp_path, imf_model.state_dict(), "imf.pth")
     with pytest.raises(InputError) as err, warnings.catch_warnings():
         warnings.simplefilter("ignore", CheckpointWarning)  # its v_final_layer is ignored by name, and named
         load_sampler("pmf-b32", checkpoint=imf_file, **TINY)

@@ -19,9 +19,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from adapters import get_spec, list_models, load_sampler, model_info
 from adapters.api.checkpoint import CheckpointWarning
+from adapters.api.errors import InputError
 from adapters.sit import model as sit_model
 from adapters.sit.model import learned_sigma_params
-from adapters.api.errors import InputError
+
+from ..checkpoint_files import save
+from ..random_weights import perturb_trained_parameters
 
 # SiT's own factories, at a size that samples in milliseconds: 16 tokens of width 64.
 TINY = dict(input_size=8, hidden_size=64, depth=2, num_heads=4, num_classes=10)
@@ -37,19 +40,6 @@ def ref(reference_code):
     return reference_code("sit", "willisma/SiT", "models", "transport")
 
 
-def perturb(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Add seeded noise to every trained parameter (not the fixed sin-cos positions): matrices
-    with std 1/sqrt(fan-in), vectors with std 0.1, so the zero-initialised adaLN modulations,
-    gates and output layer all do real work."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name != "pos_embed":
-                std = p[0].numel() ** -0.5 if p.ndim >= 2 else 0.1
-                p.add_(std * torch.randn(p.shape, generator=gen))
-    return module.eval()
-
-
 @pytest.fixture
 def tiny(make_random_sampler):
     """A tiny SiT of our own with every constant parameter randomised (no reference code needed)."""
@@ -61,7 +51,7 @@ def reference_net(ref, seed=0, **overrides):
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         net = models.SiT(**{**REF_TINY, **overrides})  # learn_sigma=True, class dropout 0.1: as released
-    return perturb(net, seed)
+    return perturb_trained_parameters(net, seed).eval()
 
 
 def noise(n=3, seed=1):
@@ -142,7 +132,7 @@ def test_full_size_sit_b2_matches_sits_sampler(ref, tmp_path):
     models, _ = ref
     with torch.random.fork_rng():
         torch.manual_seed(3)
-        net = perturb(models.SiT_models["SiT-B/2"](), seed=3)
+        net = perturb_trained_parameters(models.SiT_models["SiT-B/2"](), seed=3).eval()
     path = tmp_path / "SiT-B-2.pt"
     torch.save(net.state_dict(), path)
     with pytest.warns(CheckpointWarning, match="learned-sigma"):
@@ -177,7 +167,7 @@ def test_unconditional_is_the_null_class(ref, released):
 def train_checkpoint(ref, path):
     """A file shaped as SiT's train.py writes it: raw weights, EMA weights, AdamW state, argparse args."""
     model = reference_net(ref, seed=0)
-    ema = perturb(copy.deepcopy(model), seed=5)  # an EMA that differs from the raw weights
+    ema = perturb_trained_parameters(copy.deepcopy(model), seed=5).eval()  # an EMA that differs from the raw weights
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0)
     model(noise(), torch.rand(3), LABELS).square().mean().backward()
     opt.step()  # the optimizer state now holds tensors (exp_avg, exp_avg_sq, step)
@@ -205,38 +195,35 @@ def test_train_checkpoint_prefers_ema_as_find_model_does(ref, tmp_path):
 
 
 def test_wrong_size_checkpoint_names_the_tensors(ref, tmp_path):
-    path = tmp_path / "SiT-deep.pt"
-    torch.save(reference_net(ref, depth=3).state_dict(), path)
+    path = save(tmp_path, reference_net(ref, depth=3).state_dict(), "SiT-deep.pt")
     with pytest.raises(InputError, match=r"unexpected tensors: blocks\.2\.adaLN_modulation\.1\.bias, .*, "
                                          r"blocks\.2\.mlp\.fc2\.weight\. "), pytest.warns(CheckpointWarning):
         load_sampler("sit-b2", path, **TINY)  # the learned-sigma rows fit this width: dropped, with the warning
-    path = tmp_path / "SiT-wide.pt"
-    torch.save(reference_net(ref, hidden_size=96).state_dict(), path)
+    path = save(tmp_path, reference_net(ref, hidden_size=96).state_dict(), "SiT-wide.pt")
     with pytest.raises(InputError, match=r"mis-shaped tensors: blocks\.0\.adaLN_modulation\.1\.bias \(file \(576,\), "
                                          r"model \(384,\)\), .* \(32 in all\)"):
         load_sampler("sit-b2", path, **TINY)
-    path = tmp_path / "SiT-patch4.pt"  # a SiT-*/4 into a */2: the learned-sigma rows are left for the check to show
-    torch.save(reference_net(ref, patch_size=4).state_dict(), path)
+    # a SiT-*/4 into a */2: the learned-sigma rows are left for the check to show
+    path = save(tmp_path, reference_net(ref, patch_size=4).state_dict(), "SiT-patch4.pt")
     with pytest.raises(InputError) as err:
         load_sampler("sit-b2", path, **TINY)
     assert ("mis-shaped tensors: final_layer.linear.bias (file (128,), model (16,)), final_layer.linear.weight "
             "(file (128, 64), model (16, 64)), pos_embed (file (1, 4, 64), model (1, 16, 64)), x_embedder.proj.weight "
             "(file (64, 4, 4, 4), model (64, 4, 2, 2))") in str(err.value)
-    path = tmp_path / "SiT-no-null-class.pt"  # built without class dropout: no null row to guide with
-    torch.save(reference_net(ref, class_dropout_prob=0.0).state_dict(), path)
+    # built without class dropout: no null row to guide with
+    path = save(tmp_path, reference_net(ref, class_dropout_prob=0.0).state_dict(), "SiT-no-null-class.pt")
     with pytest.raises(InputError, match=r"mis-shaped tensors: y_embedder.embedding_table.weight "
                                          r"\(file \(10, 64\), model \(11, 64\)\)"), pytest.warns(CheckpointWarning):
         load_sampler("sit-b2", path, **TINY)
 
 
 def test_other_familys_checkpoint_names_the_tensors(tmp_path):
-    path = tmp_path / "meanflow.pt"
-    torch.save(load_sampler("meanflow-b2", **TINY).net.state_dict(), path)
+    path = save(tmp_path, load_sampler("meanflow-b2", **TINY).net.state_dict(), "meanflow.pt")
     with pytest.raises(InputError, match=r"unexpected tensors: h_embedder.mlp.0.bias"):
         load_sampler("sit-b2", path, **TINY)
-    path = tmp_path / "tarflow.pt"
-    torch.save(load_sampler("tarflow", img_size=8, in_channels=4, patch_size=2, channels=64, num_blocks=1,
-                            layers_per_block=1, num_classes=10).net.state_dict(), path)
+    tarflow = load_sampler("tarflow", img_size=8, in_channels=4, patch_size=2, channels=64, num_blocks=1,
+                           layers_per_block=1, num_classes=10)
+    path = save(tmp_path, tarflow.net.state_dict(), "tarflow.pt")
     with pytest.raises(InputError) as err:
         load_sampler("sit-b2", path, **TINY)
     assert "missing tensors: blocks.0.adaLN_modulation.1.bias" in str(err.value)

@@ -24,6 +24,8 @@ from adapters.soflow import model as soflow_model
 from adapters.soflow.model import derive_step_noise, released_key
 from adapters.vae import SD_FT_MSE, SD_VAE_DECODER
 
+from ..checkpoint_files import save
+
 TINY = dict(input_size=8, hidden_size=64, depth=2, num_heads=4, num_classes=10)
 SHRINK = dict(hidden_size=64, depth=2, num_heads=4)  # what the tiny reference overrides of models.py's DiT(...)
 TOL = 1e-4  # relative: max |ours - SoFlow's| / max |SoFlow's|, float32
@@ -101,25 +103,6 @@ def save_training_checkpoint(ref, randomize, path):
     torch.save({"model": model.state_dict(), "ema_model": ema.state_dict(), "optimizer": opt.state_dict(),
                 "finished_steps": 25000, "finished_epochs": 5}, path)
     return model, ema
-
-
-def perturb_all(module, seed):
-    """Seeded noise on every trained parameter (pos_embed is fixed): the time embedders' small N(0, 0.02)
-    init would otherwise make t and s barely matter, and a mix-up of them could pass unseen."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if not name.endswith("pos_embed"):
-                p.add_((p[0].numel() ** -0.5 if p.ndim >= 2 else 0.1) * torch.randn(p.shape, generator=gen))
-
-
-@pytest.fixture
-def randomize(randomize_constants):
-    """Constant parameters randomised (the shared fixture), then every trained one perturbed."""
-    def both(module, seed):
-        randomize_constants(module, seed)
-        perturb_all(module, seed + 1000)
-    return both
 
 
 @pytest.fixture
@@ -290,25 +273,22 @@ def test_gflops_are_soflows_forward(ref, model):
 
 def test_uncond_checkpoint_names_its_label_table(ref, randomize, tmp_path):
     """B/4 "uncond" (cfg_drop_rate 0: no null row) is not registered; its file is refused by name."""
-    path = tmp_path / "uncond.pt"
-    torch.save({"ema_model": reference_soflow(ref, randomize, model_type="DiT-B-4", cfg_drop_rate=0.0).state_dict()},
-               path)
+    uncond = reference_soflow(ref, randomize, model_type="DiT-B-4", cfg_drop_rate=0.0)
+    path = save(tmp_path, {"ema_model": uncond.state_dict()}, "uncond.pt")
     with pytest.raises(InputError, match=r"mis-shaped tensors: y_embedder.embedding_table.weight "
                                          r"\(file \(10, 64\), model \(11, 64\)\)"):
         load_sampler("soflow-b4", path, **TINY)
 
 
 def test_wrong_size_checkpoint_names_the_tensors(ref, randomize, tmp_path):
-    path = tmp_path / "B-4.pt"
-    torch.save({"ema_model": reference_soflow(ref, randomize, model_type="DiT-B-4").state_dict()}, path)
+    path = save(tmp_path, {"ema_model": reference_soflow(ref, randomize, model_type="DiT-B-4").state_dict()}, "B-4.pt")
     with pytest.raises(InputError, match=r"mis-shaped tensors: final_layer.linear.bias "
                                          r"\(file \(64,\), model \(16,\)\)"):
         load_sampler("soflow-b2", path, **TINY)
 
 
 def test_other_familys_checkpoint_names_the_tensors(tmp_path):
-    path = tmp_path / "sit.pt"
-    torch.save(load_sampler("sit-b2", **TINY).net.state_dict(), path)
+    path = save(tmp_path, load_sampler("sit-b2", **TINY).net.state_dict(), "sit.pt")
     with pytest.raises(InputError, match=r"missing tensors: h_embedder.mlp.0.bias"):
         load_sampler("soflow-b2", path, **TINY)
 
