@@ -29,9 +29,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from harness import __version__
 from adapters.api.errors import InputError
 from adapters.api.files import atomic_write, atomic_write_npz, file_digest  # noqa: F401  (re-exported)
+from harness import __version__
 
 SCHEMA_VERSION = 2
 
@@ -183,13 +183,18 @@ class RunFile:
                 self.rows = list(csv.DictReader(f))
 
     def add(self, **row: Any) -> dict[str, Any]:
+        """Append a row (its provenance filled in) and rewrite the file."""
         unknown = set(row) - set(COLUMNS)
         if unknown:
             raise ValueError(f"not result columns: {sorted(unknown)}")
         full = {"status": OK, "source": "measured", **self.provenance, **row}
         self.rows.append(full)
-        atomic_write(self.path, rows_to_csv(self.rows))
+        self.flush()
         return full
+
+    def flush(self) -> None:
+        """Write every row so far (atomically: a reader never sees half a file)."""
+        atomic_write(self.path, rows_to_csv(self.rows))
 
 
 def read_run(path: str | Path):

@@ -58,7 +58,7 @@ from adapters.base import (
     check_patch_grid,
 )
 from adapters.builder import Layout, build_sampler, sample_fields
-from adapters.flowmatch.model import DiT
+from adapters.flowmatch.model import DiT, DiTSize
 from adapters.imf.model import check_interval
 from adapters.layers import RMSNorm
 from adapters.vae import SD_FT_EMA
@@ -129,19 +129,12 @@ class DecoupledDiT(DiT):
 
 
 @dataclass(frozen=True)
-class DMFConfig:
-    """Defaults of one DMF id (DMFT-B/2 at 256 px here); every field can be overridden in `load_sampler`."""
+class DMFConfig(DiTSize):
+    """Defaults of one DMF id (DMFT-B/2 at 256 px here: `DiTSize`'s); every field can be overridden
+    in `load_sampler`."""
 
-    hidden_size: int = option(768, "transformer width")
-    depth: int = option(12, "transformer blocks")
-    num_heads: int = option(12, "attention heads")
     dmf_depth: int = option(8, "blocks conditioned on t; the rest and the final layer on r (2/3 of depth)")
     qk_norm: bool = option(False, "RMSNorm on queries and keys (the 512 px model)")
-    mlp_ratio: float = option(4.0, "MLP hidden width / width")
-    patch_size: int = option(2, "latent patch side")
-    input_size: int = option(32, "latent side (image side / 8)")
-    in_channels: int = option(4, "latent channels")
-    num_classes: int = option(1000, "class count (the null class, for guidance, is extra)")
     num_steps: int = option(1, "default Euler steps of the average velocity from t = 1 (noise) to 0")
     guidance: float = option(0.0, "default CFG g at scale w = 1 + g (0 = none; model guidance is trained in)")
     guidance_interval: tuple[float, float] = option((0.0, 1.0), "default (t_min, t_max) of the guided steps, "

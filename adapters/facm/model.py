@@ -67,6 +67,7 @@ from adapters.base import (
 from adapters.builder import Layout, build_sampler, sample_fields
 from adapters.facm.network import LightningDiT, check_rope_tables, released_key
 from adapters.facm.vavae import DOWNSAMPLE, VAVAEDecoder
+from adapters.flowmatch.model import DiTSize
 from adapters.imf.model import check_interval
 
 FAMILY = "facm"
@@ -77,8 +78,9 @@ POSTHOC_EMA_PREFIX = "ema_models.1.ema_model."
 
 
 @dataclass(frozen=True)
-class FACMConfig:
-    """Defaults of the FACM id (LightningDiT-XL/1); every field can be overridden in `load_sampler`."""
+class FACMConfig(DiTSize):
+    """Defaults of the FACM id (LightningDiT-XL/1: `DiTSize`'s fields at other sizes); every field
+    can be overridden in `load_sampler`."""
 
     hidden_size: int = option(1152, "transformer width")
     depth: int = option(28, "transformer blocks")
@@ -87,7 +89,6 @@ class FACMConfig:
     patch_size: int = option(1, "latent patch side")
     input_size: int = option(16, "latent side (image side / 16)")
     in_channels: int = option(32, "latent channels")
-    num_classes: int = option(1000, "class count (the null class is extra)")
     num_steps: int = option(1, "default steps k on t_i = i/k (1 for 400ep-stg2 and 250ep-stg2, 2 for 100ep-stg2)")
     guidance: float = option(0.0, "default guidance g >= 0, scale 1 + g (0: the released weights distil 1.75 in)")
     guidance_interval: tuple[float, float] = option(

@@ -37,7 +37,7 @@ from torch import nn
 
 from adapters.api.errors import InputError
 from adapters.flowmatch.model import FinalLayer as DiTFinalLayer
-from adapters.flowmatch.model import sincos_pos_embed_2d
+from adapters.flowmatch.model import init_dit
 from adapters.imf.model import apply_pair_rope
 from adapters.layers import (
     Attention,
@@ -46,8 +46,6 @@ from adapters.layers import (
     RMSNorm,
     TimestepEmbedder,
     TransformerBlock,
-    init_linear_xavier,
-    zero_adaln,
 )
 
 ROPE_THETA = 10000.0
@@ -164,19 +162,8 @@ class LightningDiT(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        """The reference's init: xavier linears, N(0, 0.02) label and time-MLP weights, zero adaLN and output."""
-        init_linear_xavier(self)
-        self.pos_embed.data.copy_(sincos_pos_embed_2d(self.pos_embed.shape[-1], self.grid).unsqueeze(0))
-        w = self.x_embedder.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a linear on the flattened patch
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for block in self.blocks:
-            zero_adaln(block)
-        for p in (*self.final_layer.adaLN_modulation[-1].parameters(), *self.final_layer.linear.parameters()):
-            nn.init.zeros_(p)
+        """The reference's init, DiT's (`init_dit`)."""
+        init_dit(self, (self.t_embedder,))
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, p*p*C) in DiT's (row, col, p, q, c) token layout -> (N, C, H, W)."""

@@ -84,6 +84,27 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))  # (N, T, p*p*C)
 
 
+def init_dit(net: nn.Module, time_embedders) -> None:
+    """DiT's init of `net` (a DiT-shaped network: pos_embed, x/y embedders, blocks, final_layer):
+    xavier linears, the fixed sin-cos positions, N(0, 0.02) label and time-MLP weights (each of
+    `time_embedders`, None skipped), zero adaLN and output. The draws come in DiT's order, so a
+    seeded build gives DiT's weights."""
+    init_linear_xavier(net)
+    net.pos_embed.data.copy_(sincos_pos_embed_2d(net.pos_embed.shape[-1], net.grid).unsqueeze(0))
+    w = net.x_embedder.proj.weight.data
+    nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a linear on the flattened patch
+    nn.init.zeros_(net.x_embedder.proj.bias)
+    nn.init.normal_(net.y_embedder.embedding_table.weight, std=0.02)
+    for emb in time_embedders:
+        if emb is not None:
+            nn.init.normal_(emb.mlp[0].weight, std=0.02)
+            nn.init.normal_(emb.mlp[2].weight, std=0.02)
+    for block in net.blocks:
+        zero_adaln(block)
+    for p in (*net.final_layer.adaLN_modulation[-1].parameters(), *net.final_layer.linear.parameters()):
+        nn.init.zeros_(p)
+
+
 @dataclass(frozen=True)
 class DiTSize:
     """The size fields of a `DiT` (DiT-B/2 by default), shared by the configs of the families
@@ -152,21 +173,8 @@ class DiT(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        """DiT's init: xavier linears, N(0, 0.02) label and time-MLP weights, zero adaLN and output."""
-        init_linear_xavier(self)
-        self.pos_embed.data.copy_(sincos_pos_embed_2d(self.pos_embed.shape[-1], self.grid).unsqueeze(0))
-        w = self.x_embedder.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a linear on the flattened patch
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        for emb in (self.t_embedder, self.h_embedder):
-            if emb is not None:
-                nn.init.normal_(emb.mlp[0].weight, std=0.02)
-                nn.init.normal_(emb.mlp[2].weight, std=0.02)
-        for block in self.blocks:
-            zero_adaln(block)
-        for p in (*self.final_layer.adaLN_modulation[-1].parameters(), *self.final_layer.linear.parameters()):
-            nn.init.zeros_(p)
+        """DiT's init (`init_dit`)."""
+        init_dit(self, (self.t_embedder, self.h_embedder))
 
     @classmethod
     def from_size(cls, size: DiTSize, *, two_times: bool = False, time_scale: float = 1000.0,

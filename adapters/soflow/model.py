@@ -60,7 +60,7 @@ from adapters.base import (
 )
 from adapters.base import derive_step_noise as derive_own_step_noise
 from adapters.builder import Layout, build_sampler, sample_fields
-from adapters.flowmatch.model import DiT
+from adapters.flowmatch.model import DiT, DiTSize
 from adapters.vae import SD_FT_MSE
 
 FAMILY = "soflow"
@@ -73,17 +73,10 @@ STEP_NOISE_TAG = b"nfebench/soflow/step-noise/v1"
 
 
 @dataclass(frozen=True)
-class SoFlowConfig:
-    """Defaults of one SoFlow id (SoFlow-B/2 here); every field can be overridden in `load_sampler`."""
+class SoFlowConfig(DiTSize):
+    """Defaults of one SoFlow id (SoFlow-B/2 here: `DiTSize`'s); every field can be overridden in
+    `load_sampler`."""
 
-    hidden_size: int = option(768, "transformer width")
-    depth: int = option(12, "transformer blocks")
-    num_heads: int = option(12, "attention heads")
-    mlp_ratio: float = option(4.0, "MLP hidden width / width (4 in every SoFlow model)")
-    patch_size: int = option(2, "latent patch side")
-    input_size: int = option(32, "latent side (image side / 8)")
-    in_channels: int = option(4, "latent channels")
-    num_classes: int = option(1000, "class count (the null class is extra)")
     num_steps: int = option(1, "default steps k on t_i = 1 - i/k (NFE k; re-noised between steps)")
     noising_type: str = option("Linear", "noising path of the checkpoint's config.yaml (only Linear)")
     coefficient_type: str = option("Euler", "solution-function coefficients of config.yaml (only Euler)")

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import pyperf
 
 from adapters.api.errors import InputError
-from harness.results import COLUMNS, OK, RunFile
+from harness.results import RunFile
 from harness.settings import label
 from harness.sweep.grid import GridSetting
 from harness.timing.config import SweepConfig, validate
@@ -45,13 +45,8 @@ class RowBuffer(RunFile):
     def __init__(self, provenance: Mapping[str, Any]):
         self.path, self.provenance, self.rows = None, dict(provenance), []
 
-    def add(self, **row: Any) -> dict[str, Any]:
-        unknown = set(row) - set(COLUMNS)
-        if unknown:
-            raise ValueError(f"not result columns: {sorted(unknown)}")
-        full = {"status": OK, "source": "measured", **self.provenance, **row}
-        self.rows.append(full)
-        return full
+    def flush(self) -> None:
+        """Nothing to write: the sweep's work dir holds the rows."""
 
 
 def suite_json(benchmarks: Sequence[pyperf.Benchmark]) -> str | None:
