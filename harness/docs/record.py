@@ -120,6 +120,7 @@ class Record:
         for path in sorted(self.path("runs").glob("*.json")):
             manifest = json.loads(path.read_text())
             out.append(Fact("s", float(manifest.get("wall_seconds", "nan"))))
+            out.append(Fact("s", float((manifest.get("sweep") or {}).get("wall_seconds", "nan"))))  # format 3
             for group in ("fids", "setting_fids"):
                 out += [Fact("quality", float(v)) for v in manifest.get(group, {}).values()]
             plan = manifest.get("gs_jacobi", {})

@@ -101,12 +101,13 @@ class SweepConfig:
 
 # Named sweeps (tox -e bench / bench-gpu); explicit CLI options override their fields.
 PRESETS: dict[str, dict[str, Any]] = {
-    # About 6 minutes on 2 quiet cores (estimated from the committed run of the same machine:
+    # About 10.5 minutes on 2 cores (measured: 10:31 for the eight models in a fresh clone; the
+    # parts estimated from the committed run of the same machine:
     # iTARFlow-B/2 10-14 s per call at batch 1 and 4, BiFlow-B/2 0.33 s per image, the SD-VAE
     # decode 3.6 s per image). Each point takes 1 warm-up and at least 5 timed calls, so the
     # decode (the dearest part for every latent model) is timed at batch 1 only, and the
     # BiFlow/iTARFlow pair, about 4 minutes of it, is the bulk. A further ~0.3 s-per-image
-    # model adds about 35 s (decode included), so DMF-B/2 and SoFlow-B/2 stay within 10 minutes. The
+    # model adds about 35 s (decode included); DMF-B/2 and SoFlow-B/2 brought it past 10 minutes. The
     # 15 s budget lets a pair's round (one call of each, up to 17.5 s with decode) be
     # repeated 5 times even when the machine is up to 1.7x slower; beyond, the rows say so.
     "cpu": dict(models=B2_MODELS, batch_sizes=(1, 4), decode="both", decode_batch_sizes=(1,), device="cpu",
