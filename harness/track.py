@@ -54,8 +54,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -237,11 +235,17 @@ def _sidecar_weights(path: Path) -> str:
 
 
 def _nfebench(*args: str, cwd: Path | None = None) -> None:
-    """Run the nfebench CLI in a child process (what a user would type); fail loudly."""
-    cmd = [sys.executable, "-m", "harness.cli", *args]
-    done = subprocess.run(cmd, cwd=cwd)
-    if done.returncode:
-        raise RuntimeError(f"`nfebench {' '.join(args)}` failed with exit status {done.returncode}")
+    """Run an nfebench command as a user would type it, in this process (each child process
+    would import torch and the Inception network again: half of a ci-budget eval's time);
+    fail loudly."""
+    from contextlib import chdir, nullcontext
+
+    from harness.cli import main
+
+    with chdir(cwd) if cwd is not None else nullcontext():
+        status = main(list(args))
+    if status:
+        raise RuntimeError(f"`nfebench {' '.join(args)}` failed with exit status {status}")
 
 
 def gs_jacobi_setting(teacher: Checkpoint, split: Split) -> tuple[dict, dict]:

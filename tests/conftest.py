@@ -1,5 +1,6 @@
 """Fixtures shared across the test tree."""
 
+import gc
 import importlib
 import os
 import sys
@@ -7,6 +8,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from torch import nn
@@ -79,6 +81,33 @@ def fake_decoder():
 
 # The spec's account of that stand-in: the SD-VAE's name and cost, fake_decoder's parameter count.
 FAKE_DECODER = DecoderInfo("sd-vae", 7, 622.2)
+
+
+# A full collection over the session's heap costs about a second late in the suite, and the timing
+# runners collect after every cell (to release one model before the next is built): so each test runs
+# with what earlier tests left alive frozen, and its collections scan only the objects it made.
+_RSS_GROWTH = 1 << 30
+_rss_after_full_collection = [psutil.Process().memory_info().rss]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_when_a_module_grew_the_heap():
+    """What module-scoped fixtures drop at the module's end is frozen by the next test unless it is
+    collected here; a full collection is paid only once the process has grown by a GiB since the last."""
+    yield
+    if psutil.Process().memory_info().rss > _rss_after_full_collection[0] + _RSS_GROWTH:
+        gc.collect()
+        _rss_after_full_collection[0] = psutil.Process().memory_info().rss
+
+
+@pytest.fixture(autouse=True)
+def _collect_only_this_tests_objects(_collect_when_a_module_grew_the_heap):
+    """Freeze the heap for one test; afterwards collect the test's own cycles (cheaply, the rest still
+    frozen) and hand the frozen objects back to the oldest generation."""
+    gc.freeze()
+    yield
+    gc.collect()
+    gc.unfreeze()
 
 
 @pytest.fixture

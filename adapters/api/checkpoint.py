@@ -153,13 +153,14 @@ class _Skipped:
         pass
 
 
-def _torch_load(path: Path) -> Any:
+def _torch_load(path: Path, mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)`` with `SAFE_GLOBALS` allowed and every other class the file
-    names replaced by `_Skipped` (named in a warning)."""
+    names replaced by `_Skipped` (named in a warning); `mmap` maps a zip-format file's tensors
+    instead of reading them (torch's legacy format cannot be mapped and is read)."""
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # not a zip-format torch file: torch.load below says what it is
-        unsafe = []
+        unsafe, mmap = [], False
     safe_names = {f"{c.__module__}.{c.__qualname__}" for c in SAFE_GLOBALS}
     skipped = sorted(set(unsafe) - safe_names)
     if skipped:
@@ -168,7 +169,7 @@ def _torch_load(path: Path) -> Any:
                       stacklevel=3)
     allowed = [*SAFE_GLOBALS, *((_Skipped, name) for name in skipped)]
     with torch.serialization.safe_globals(allowed):
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def _load_failure(path: Path, exc: BaseException) -> str:
@@ -243,11 +244,12 @@ def read_orbax(path: str | Path) -> dict[str, Any]:
             for k, v in tree.items() if v is not None}
 
 
-def read_file(path: str | Path) -> Any:
+def read_file(path: str | Path, *, mmap: bool = False) -> Any:
     """The object a checkpoint file holds, on the CPU, read without running pickled code. A file
     that is not a torch checkpoint or safetensors file (text, random bytes, a pickle of arbitrary
     objects) is one InputError naming the file and what was found. A folder is read as an
-    Orbax checkpoint (`read_orbax`)."""
+    Orbax checkpoint (`read_orbax`). With `mmap` a torch file's tensors are mapped from the
+    file, for a caller that copies them out at once."""
     path = Path(path)
     if path.is_dir():
         return read_orbax(path)
@@ -258,7 +260,7 @@ def read_file(path: str | Path) -> Any:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        return _torch_load(path)
+        return _torch_load(path, mmap)
     except Exception as exc:  # torch raises KeyError, UnpicklingError, RuntimeError, ... for non-checkpoints
         raise InputError(f"checkpoint {path} ({path.stat().st_size} bytes) could not be read as a torch.save file "
                          f"of tensors or a .safetensors file: {_load_failure(path, exc)}. Pass the state_dict or training "
@@ -307,10 +309,12 @@ def choose_entry(obj: Any, entry: str | None, path: Path) -> tuple[dict[str, tor
                      f"with ema=KEY (--set ema=KEY)")
 
 
-def read_checkpoint(checkpoint: str | Path | CheckpointRef) -> tuple[dict[str, torch.Tensor], str]:
-    """The chosen state_dict of a checkpoint and its fingerprint (see the module docstring)."""
+def read_checkpoint(checkpoint: str | Path | CheckpointRef, *, mmap: bool = False
+                    ) -> tuple[dict[str, torch.Tensor], str]:
+    """The chosen state_dict of a checkpoint and its fingerprint (see the module docstring);
+    `mmap` as in `read_file`."""
     ref = as_ref(checkpoint)
-    sd, entry = choose_entry(read_file(ref.path), ref.entry, ref.path)
+    sd, entry = choose_entry(read_file(ref.path, mmap=mmap), ref.entry, ref.path)
     return sd, fingerprint(ref, entry)
 
 
@@ -363,7 +367,10 @@ def load_checkpoint(module: nn.Module, checkpoint: str | Path | CheckpointRef, *
     one InputError.
     """
     ref = as_ref(checkpoint)
-    sd, weights = read_checkpoint(ref)
+    # Mapped, not read: the load below copies each tensor once (a 2.7 GB XL file is then read in
+    # one pass instead of two, in a fraction of the time). A module on the meta device takes the
+    # tensors themselves (assign), so it gets its own copies, never views of the file.
+    sd, weights = read_checkpoint(ref, mmap=True)
     if rename is not None:
         sd = {rename(k): v for k, v in sd.items()}
     if ignore is not None:
@@ -375,6 +382,7 @@ def load_checkpoint(module: nn.Module, checkpoint: str | Path | CheckpointRef, *
     if convert is not None:
         sd = convert(sd)
     check_fits(module, sd, str(ref.path))
-    module.load_state_dict(sd, strict=True, assign=any(p.is_meta for p in module.parameters()))
+    assign = any(p.is_meta for p in module.parameters())
+    module.load_state_dict({k: v.clone() for k, v in sd.items()} if assign else sd, strict=True, assign=assign)
     return weights
 
