@@ -19,16 +19,25 @@ ALLOW_CPU_ENV = "NFEBENCH_ALLOW_CPU"  # "1": a sweep that asks for a TPU may run
 
 
 def device_name(device: torch.device) -> str:
-    """The accelerator's name (CUDA), else the CPU model from /proc/cpuinfo or platform."""
+    """The accelerator's name (CUDA), else the CPU model from /proc/cpuinfo or platform, followed by
+    the vector instruction set torch's kernels dispatch to and, where /proc/cpuinfo gives them, the
+    CPU family and model numbers: "AMD EPYC (AVX2, family 25 model 1)". A virtual machine's model name
+    can be that short, and two CPUs behind it round differently: the mini track's seeded training gave
+    other weights, and FIDs 3 apart, on two "AMD EPYC" machines. So rows of one name compare."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "cpu"
+    name = fields.get("model name") or platform.processor() or platform.machine() or "cpu"
+    detail = [torch.backends.cpu.get_cpu_capability()]  # "AVX2", "AVX512", "DEFAULT", ...
+    if "cpu family" in fields and "model" in fields:
+        detail.append(f"family {fields['cpu family']} model {fields['model']}")
+    return f"{name} ({', '.join(detail)})"
 
 
 def require_jax():

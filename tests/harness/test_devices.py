@@ -1,3 +1,6 @@
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +25,19 @@ def test_resolve_device():
     with pytest.raises(InputError, match="unknown device 'tpu7'"):
         resolve_device("tpu7")
     assert device_name(torch.device("cpu"))
+
+
+def test_a_cpu_is_named_with_its_instruction_set_and_generation():
+    """Two "AMD EPYC" machines that train different weights must not share a name."""
+    name = device_name(torch.device("cpu"))
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.*)$", info, re.M)
+    family, number = re.search(r"^cpu family\s*:\s*(\d+)$", info, re.M), re.search(r"^model\s*:\s*(\d+)$", info, re.M)
+    isa = torch.backends.cpu.get_cpu_capability()
+    if model and family and number:
+        assert name == f"{model.group(1).strip()} ({isa}, family {family.group(1)} model {number.group(1)})"
+    else:
+        assert name.endswith(f"({isa})")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
