@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from adapters.api.checkpoint import CheckpointRef, as_ref, load_checkpoint
+from adapters.api.registry import NN_INITIALISERS
 from adapters.api.sampler import RANDOM_INIT, ModelInfo, Sampler, decoded_side
 
 
@@ -62,13 +63,6 @@ def sample_fields(space: str, channels: int, side: int, image_size: int | None =
                 image_size=decoded_side(space, side) if image_size is None else image_size)
 
 
-# Every in-place initialiser of torch.nn.init that nn.Linear, nn.Conv*, nn.Embedding, the norms
-# and the families' own init functions call.
-_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
-                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
-                   "sparse_")
-
-
 @contextmanager
 def skip_init() -> Iterator[None]:
     """Make ``torch.nn.init``'s initialisers leave their tensor as allocated while a network that a
@@ -82,7 +76,7 @@ def skip_init() -> Iterator[None]:
         >>> w.tolist()
         [0.0, 0.0]
     """
-    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    saved = {name: getattr(nn.init, name) for name in NN_INITIALISERS}
     for name in saved:
         setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
     try:

@@ -218,12 +218,15 @@ def _load_jax(model_id: str, checkpoint: str | None, *, dtype: Any, device: str,
     return port.load(torch_sampler, dtype=dtype, device=device)
 
 
-# In-place initialisers (torch.nn.init's and the tensor methods they call): on the meta device there
-# are no values to fill, yet each call runs torch's Python decompositions (and the first one imports
-# torch._dynamo), which made counting every registered model take seconds.
-_INITIALISERS = frozenset({"normal_", "uniform_", "trunc_normal_", "constant_", "zeros_", "ones_", "eye_",
-                           "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
-                           "orthogonal_", "sparse_", "fill_", "zero_", "erfinv_", "mul_", "add_", "clamp_", "copy_"})
+# torch.nn.init's in-place initialisers, those nn.Linear, nn.Conv*, nn.Embedding, the norms and the
+# families' own init functions call (also what `adapters.builder.skip_init` disables).
+NN_INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                   "sparse_")
+# With the tensor methods they call: on the meta device there are no values to fill, yet each call
+# runs torch's Python decompositions (and the first one imports torch._dynamo), which made counting
+# every registered model take seconds.
+_INITIALISERS = frozenset({*NN_INITIALISERS, "fill_", "zero_", "erfinv_", "mul_", "add_", "clamp_", "copy_"})
 
 
 class _SkipMetaInit(TorchFunctionMode):
