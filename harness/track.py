@@ -124,8 +124,10 @@ class Budget:
         """What a checkpoint's sidecar must say for it to be reused."""
         from adapters.api.registry import resolve_config
 
+        # threads: the same seed trains other weights with another intra-op thread count (its sums split
+        # differently), so a checkpoint trained with OMP_NUM_THREADS=1 is not reused by a 2-thread run.
         meta = {"model": model, "steps": steps, "total_steps": self.steps[model], "batch_size": self.batch_size,
-                "lr": self.lr, "seed": self.seed, "dataset": "digits",
+                "lr": self.lr, "seed": self.seed, "threads": torch.get_num_threads(), "dataset": "digits",
                 "config": json.loads(json.dumps(asdict(resolve_config(model)), default=str))}
         if model == STUDENT:
             meta.update(draws=self.draws, teacher=teacher_weights)

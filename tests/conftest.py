@@ -18,6 +18,12 @@ from adapters.api.errors import InputError
 from adapters.api.sampler import RANDOM_INIT, DecoderInfo, ModelInfo
 
 
+# tox -e test spreads the files over pytest-xdist workers (one per core, at most four). Each worker
+# takes its share of torch's intra-op threads, so that the workers do not oversubscribe the cores.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
 @dataclass(frozen=True)
 class FakeConfig:
     guidance: float = 0.0
@@ -208,3 +214,9 @@ def dinov2_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("dinov2") / "dinov2_vitl14_pretrain.pth"
     torch.save(vit.state_dict(), path)
     return path
+
+
+def pytest_collection_modifyitems(items):
+    """The tests of the trained ci track come first: its training is the suite's longest piece of work,
+    so under xdist the other workers' files fill the time beside it instead of waiting after it."""
+    items.sort(key=lambda item: "ci_track" not in getattr(item, "fixturenames", ()))
