@@ -5,12 +5,13 @@ with the same batch size, after a warm-up batch each (TorchScript optimises on i
 
 - ``nfebench adm``: TF1 bilinear resize + the shipped TorchScript Inception, pool_3 (and IS
   logits when the torch-fidelity weight file is present); ``+ sFID features`` also returns
-  the mixed_6/conv features (layer by layer).
+  the mixed_6/conv features (layer by layer). On the CPU the network runs in channels-last.
 - ``nfebench clean``: clean-fid's PIL bicubic resize + the same network.
 - ``clean-fid clean``: clean-fid's own resizer and its ``InceptionV3W`` (pool_3 only) reading
   ``/tmp/inception-2015-12-05.pt``, written from the shipped network if absent.
 - ``torch-fidelity resize + same net``: torch-fidelity's resize and normalisation followed by
-  the shipped network (pool_3 only). torch-fidelity's own network needs its weight file
+  the shipped network (pool_3 only), in its own NCHW layout; the script prints the largest
+  pool_3 difference from ``nfebench adm``. torch-fidelity's own network needs its weight file
   ``weights-inception-2015-12-05-6726825d.pth``; when that file is present,
   ``torch-fidelity own net`` times its ``FeatureExtractorInceptionV3`` too. Without it, this
   row is the fair stand-in: the same preprocessing, the same network weights.
@@ -113,6 +114,9 @@ def main() -> None:
     print(f"ratio nfebench adm / torch-fidelity resize + same net: "
           f"{rates['nfebench adm'] / rates['torch-fidelity resize + same net']:.2f}")
     print(f"ratio nfebench clean / clean-fid clean: {rates['nfebench clean'] / rates['clean-fid clean']:.2f}")
+    same = images[:args.batch_size]
+    diff = (ours(same, {"pool"})["pool"] - fidelity_same_net(same)).abs().max()
+    print(f"largest pool_3 difference, nfebench adm - torch-fidelity resize + same net: {float(diff):.1e}")
     if "torch-fidelity own net" in rates:
         print(f"ratio nfebench adm / torch-fidelity own net: "
               f"{rates['nfebench adm'] / rates['torch-fidelity own net']:.2f}")

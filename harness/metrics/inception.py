@@ -169,6 +169,10 @@ class InceptionFeatures(FeatureExtractor):
     def forward_normalized(self, x: torch.Tensor, spatial: bool = True) -> dict[str, torch.Tensor | None]:
         """Features of images already resized to 299 and normalised to [-1, 1], (N, 3, 299, 299).
         With ``spatial=False`` the archive runs in one call (a little faster) and "spatial" is None."""
+        if x.device.type == "cpu":
+            # oneDNN's CPU convolutions skip a layout reorder per layer in channels-last: 1.2-1.3x faster
+            # at 1 and 2 threads, features within 1e-5 of the NCHW ones (clean mode's input already is).
+            x = x.contiguous(memory_format=torch.channels_last)
         if spatial:
             h = x
             for name in LAYER_NAMES[: LAYER_NAMES.index("mixed_6")]:

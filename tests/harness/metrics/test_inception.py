@@ -82,11 +82,15 @@ def test_layer_names_and_sfid_branch(extractor):
     assert tuple(name for name, _ in layers.named_children()) == LAYER_NAMES
     # ADM's mixed_6/conv: the 1x1 branch (768 -> 192) of the third 17x17 block.
     assert tuple(layers.mixed_6.conv.weight.shape) == (192, 768, 1, 1)
-    x = inception_input(as_nchw_uint8(make_images(2, 2)), "adm")
-    f = extractor.forward_normalized(x)
+    nchw = inception_input(as_nchw_uint8(make_images(2, 2)), "adm")
+    # The layout forward_normalized runs the CPU network in: on the same layout the archive's own
+    # forward agrees bit for bit, and the layout moves pool_3 by float rounding only.
+    x = nchw.contiguous(memory_format=torch.channels_last)
+    f = extractor.forward_normalized(nchw)
     assert f["pool"].shape == (2, 2048) and f["spatial"].shape == (2, 2023)
     # Stepping through the layers gives the archive's own pool_3 output, bit for bit.
     torch.testing.assert_close(f["pool"], extractor.net(x), rtol=0, atol=0)
+    torch.testing.assert_close(f["pool"], extractor.net(nchw), rtol=0, atol=1e-4)
     fast = extractor.forward_normalized(x, spatial=False)
     assert fast["spatial"] is None
     torch.testing.assert_close(fast["pool"], f["pool"], rtol=0, atol=0)
@@ -106,7 +110,9 @@ def test_adm_mode_equals_torch_fidelity_resize(extractor):
 
     imgs = torch.from_numpy(make_images(3, 2, size=64)).permute(0, 3, 1, 2)  # (2, 3, 64, 64)
     x = interpolate_bilinear_2d_like_tensorflow1x(imgs.float(), size=(299, 299), align_corners=False)
-    expected = extractor.net((x - 128) / 128)
+    torch.testing.assert_close(inception_input(imgs, "adm"), (x - 128) / 128, rtol=0, atol=0)
+    # The archive's forward on that input, in the layout the extractor runs the CPU network in.
+    expected = extractor.net(((x - 128) / 128).contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(extractor(imgs, {"pool"})["pool"], expected, rtol=0, atol=0)
 
 
