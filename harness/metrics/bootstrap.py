@@ -32,6 +32,8 @@ features of the half in the reference's coordinates, then one symmetric eigenval
 of size min(N/2, rank of the reference covariance). Measured on the 2-core CPU at d = 2048
 (``benchmarks/interval_speed.py``): 100 replicates take under a second at N = 200, 0.6 min at
 N = 5,000 and 5 min at N = 50,000 (3 s each, after 5 s of setup); on a GPU, seconds.
+The reference's factor is the distance's own (`harness.metrics.fid.covariance_factor`), made once
+per process.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import numpy as np
 import torch
 
 from adapters.api.errors import InputError
+from harness.metrics.fid import covariance_factor
 
 BOOTSTRAP_REPLICATES = 100
 BOOTSTRAP_SEED = 0
@@ -80,17 +83,6 @@ def interval(value: float, replicates: np.ndarray, *, lower: float | None = None
     half = Z95 * float(np.std(reps, ddof=1))
     lo, hi = value - half, value + half
     return (lo if lower is None else max(lo, lower)), hi
-
-
-def _factor(sigma: torch.Tensor) -> torch.Tensor:
-    """F with sigma = F F^T: Cholesky (D, D) if sigma is positive definite, else V sqrt(w) over the
-    eigenvalues above rounding, (D, r)."""
-    factor, info = torch.linalg.cholesky_ex(sigma)
-    if int(info) == 0:
-        return factor
-    w, v = torch.linalg.eigh(sigma)
-    keep = w > w.max().clamp_min(0) * sigma.shape[0] * torch.finfo(sigma.dtype).eps
-    return v[:, keep] * w[keep].sqrt()
 
 
 def frechet_replicates(features, mu_ref, sigma_ref, weights: np.ndarray, *,
@@ -132,7 +124,7 @@ def frechet_replicates(features, mu_ref, sigma_ref, weights: np.ndarray, *,
                          f"{w_all.shape[0]} samples, the features for {n}")
     mean = x.mean(0)
     z = x - mean  # (N, D)
-    y = z @ _factor(sigma_r)  # (N, r)
+    y = z @ covariance_factor(sigma_ref).to(device)  # (N, r), F F^T = sigma_ref
     sq_norms = (z * z).sum(1)  # (N,)
     tr_ref = float(torch.trace(sigma_r))
     out = np.empty(w_all.shape[1])

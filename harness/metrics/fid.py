@@ -5,9 +5,14 @@ update of Chan, Golub and LeVeque (1979), so 50,000 feature vectors never sit in
 and partial sums from several processes combine exactly, up to float64 rounding.
 
 The Frechet distance avoids `scipy.linalg.sqrtm`: tr((S1 S2)^1/2) is the sum of square
-roots of the eigenvalues of S1 S2, which are those of the symmetric matrix L^T S2 L for
-any factor S1 = L L^T (Cholesky when S1 is positive definite, V diag(sqrt(w)) otherwise).
-One symmetric eigenvalue problem replaces a general matrix square root.
+roots of the eigenvalues of S1 S2, which are the non-zero ones of the symmetric matrix F^T S1 F
+for any factor S2 = F F^T. One symmetric eigenvalue problem replaces a general matrix square
+root. S2 is the reference's covariance, factored once per process (`covariance_factor`):
+Cholesky when it is positive definite, else V diag(sqrt(w)) over its r eigenvalues above
+rounding, which makes F^T S1 F r x r (a 500-image reference at 2048 dimensions: 499 x 499) and
+leaves out the square roots of rounding-sized eigenvalues that a (D, D) form adds (against the
+exact form from a 500-image reference's features, 3e-12 off where a Cholesky factor of a
+3,000-image sample covariance was 9e-6 off).
 
 A distance is never negative; for identical or nearly identical statistics rounding can
 put the computed value a little below 0 (-4.2e-07 for a folder against itself), and
@@ -31,7 +36,9 @@ under ``mu_s``/``sigma_s`` (the names ADM and clean-fid use), any other feature 
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,19 +135,52 @@ def _check_gaussian(mu: np.ndarray, sigma: np.ndarray, what: str) -> None:
         raise InputError(f"{what}: statistics contain NaN or Inf")
 
 
+# Factors of the last few covariances factored, by their bytes: an eval's distance and its
+# intervals, and every later eval in the process against the same reference, factor it once.
+_FACTORS: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+FACTORS_KEPT = 4
+
+
+def covariance_factor(sigma) -> torch.Tensor:
+    """F with sigma = F F^T, float64 on the CPU: Cholesky (D, D) where sigma is positive definite,
+    else V sqrt(w) over the eigenvalues above rounding, (D, r).
+
+    The last `FACTORS_KEPT` are kept, keyed by sigma's bytes (hashing 2048 x 2048 float64 takes
+    tens of milliseconds; its eigendecomposition, seconds on a CPU core). The caller must not
+    modify the returned tensor.
+    """
+    s = np.ascontiguousarray(sigma, dtype=np.float64)
+    key = hashlib.blake2b(s.data, digest_size=16).digest() + repr(s.shape).encode()
+    if key in _FACTORS:
+        _FACTORS.move_to_end(key)
+        return _FACTORS[key]
+    t = torch.from_numpy((s + s.T) / 2)  # stored covariances are symmetric up to rounding
+    # torch's LAPACK (MKL in the x86 wheels) solves the symmetric eigenproblem several times
+    # faster than numpy's OpenBLAS build.
+    factor, info = torch.linalg.cholesky_ex(t)
+    if int(info) != 0:
+        w, v = torch.linalg.eigh(t)
+        keep = w > w.max().clamp_min(0) * t.shape[0] * torch.finfo(t.dtype).eps
+        factor = v[:, keep] * w[keep].sqrt()
+    _FACTORS[key] = factor
+    if len(_FACTORS) > FACTORS_KEPT:
+        _FACTORS.popitem(last=False)
+    return factor
+
+
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
 
     ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^1/2)``, with the trace
-    of the square root taken from the eigenvalues of ``L^T sigma2 L`` (sigma1 = L L^T, or the
-    same with the roles swapped):
-    symmetric positive semi-definite, so its eigenvalues are real and tiny negative ones
-    (rounding) are clipped to zero. Equals the `scipy.linalg.sqrtm` formula of the ADM
-    evaluator to float64 rounding, several times faster at 2048 dimensions.
+    of the square root taken from the eigenvalues of ``F^T sigma1 F`` (sigma2 = F F^T,
+    `covariance_factor`): symmetric positive semi-definite, so its eigenvalues are real and
+    tiny negative ones (rounding) are clipped to zero. Equals the `scipy.linalg.sqrtm` formula
+    of the ADM evaluator to float64 rounding, several times faster at 2048 dimensions.
 
     Args:
         mu1, sigma1: mean (D,) and covariance (D, D) of one set (e.g. samples).
-        mu2, sigma2: the same for the other set (e.g. the reference batch).
+        mu2, sigma2: the same for the other set (e.g. the reference batch); its factor is kept
+            for the next distance to the same statistics.
 
     Example::
 
@@ -154,22 +194,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     if mu1.shape != mu2.shape:
         raise InputError(f"statistics have different dimensions: {mu1.shape[0]} and {mu2.shape[0]}; "
                          f"were they computed with the same feature layer?")
-    # torch's LAPACK (MKL in the x86 wheels) solves the symmetric eigenproblem several times
-    # faster than numpy's OpenBLAS build; everything stays float64 on the CPU.
     s1 = torch.from_numpy((sigma1 + sigma1.T) / 2)  # stored covariances are symmetric up to rounding
-    s2 = torch.from_numpy((sigma2 + sigma2.T) / 2)
-    # s1 s2 and s2 s1 have the same eigenvalues: factor whichever is positive definite (a
-    # 10,000-image reference usually is; a small sample set is not) by Cholesky.
-    for a, b in ((s1, s2), (s2, s1)):
-        factor, info = torch.linalg.cholesky_ex(a)  # (D, D), a = L L^T where info == 0
-        if int(info) == 0:
-            other = b
-            break
-    else:
-        # Both singular (fewer samples than dimensions): factor s1 by its eigendecomposition.
-        w, v = torch.linalg.eigh(s1)
-        factor, other = v * w.clamp_min(0).sqrt(), s2  # (D, D), s1 = F F^T
-    inner = factor.T @ other @ factor  # (D, D), same eigenvalues as s1 @ s2
+    factor = covariance_factor(sigma2)  # (D, r), sigma2 = F F^T
+    inner = factor.T @ s1 @ factor  # (r, r): the non-zero eigenvalues of s1 @ s2
     eig = torch.linalg.eigvalsh((inner + inner.T) / 2)
     tr_covmean = float(eig.clamp_min(0).sqrt().sum())
     diff = mu1 - mu2

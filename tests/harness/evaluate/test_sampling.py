@@ -49,8 +49,11 @@ OLD_KEYS = {"backend", "device_type", "dtype", "format", "guidance", "metric_opt
 RTOL = 1e-5
 # The committed shards were computed on another CPU, whose vector kernels round differently: the
 # spatial features differed by up to 5.9e-6 (of values up to ~4) on an AVX2-only EPYC, their merged
-# covariance by 3.6e-6, and KID, a difference of near-equal means, by 3e-8 (rel 1.5e-5).
-FEATURE_ATOL, METRIC_ATOL = 1e-5, 1e-7
+# covariance by 3.6e-6, and KID, a difference of near-equal means, by 3e-8 (rel 1.5e-5). On an AVX-512
+# EPYC (family 25 model 17), with Inception in channels-last, by 1.3e-5, 6.7e-6 and 1.3e-7 (KID's
+# upper bound, rel 1.1e-5). The bounds are a few times those: a merge that lost or doubled a shard
+# moves every value by orders of magnitude more.
+FEATURE_ATOL, METRIC_ATOL = 3e-5, 5e-7
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,15 @@ import pytest
 import scipy.linalg
 
 from adapters.api.errors import InputError
-from harness.metrics.fid import RunningStats, frechet_distance, is_stats_file, load_stats, nonnegative, save_stats
+from harness.metrics.fid import (
+    RunningStats,
+    covariance_factor,
+    frechet_distance,
+    is_stats_file,
+    load_stats,
+    nonnegative,
+    save_stats,
+)
 
 
 def sqrtm_frechet(mu1, s1, mu2, s2):
@@ -55,8 +63,8 @@ def test_running_stats_refuse_bad_features():
         s.covariance
 
 
-# n < d: a singular covariance. Cases: both definite (Cholesky of sigma1), sigma1 singular
-# (Cholesky of sigma2), both singular (eigendecomposition).
+# n < d: a singular covariance. Cases: both definite (Cholesky of sigma2), sigma1 singular
+# (Cholesky of sigma2), both singular (eigendecomposition of sigma2).
 @pytest.mark.parametrize("d,n1,n2", [(8, 100, 100), (64, 40, 500), (64, 40, 40), (256, 1000, 1000)])
 def test_frechet_equals_sqrtm_reference(d, n1, n2):
     rng = np.random.default_rng(d + n1 + n2)
@@ -65,7 +73,30 @@ def test_frechet_equals_sqrtm_reference(d, n1, n2):
     ours = frechet_distance(mu1, s1, mu2, s2)
     ref = sqrtm_frechet(mu1, s1, mu2, s2)
     assert ours == pytest.approx(ref, rel=1e-6)
-    assert frechet_distance(mu2, s2, mu1, s1) == pytest.approx(ours, rel=1e-9)  # symmetric
+    # symmetric to rounding (the second argument's covariance is the one factored)
+    assert frechet_distance(mu2, s2, mu1, s1) == pytest.approx(ours, rel=1e-8)
+
+
+def test_a_singular_reference_is_factored_once_at_its_rank():
+    """A reference of m < d images: F is (d, m - 1) with F F^T = sigma, kept for the next distance,
+    and the distance equals the one from the reference's centred features Z (sigma = Z^T Z / (m - 1)),
+    whose non-zero eigenvalues of sigma1 sigma are those of Z sigma1 Z^T / (m - 1)."""
+    rng = np.random.default_rng(11)
+    d, m = 96, 30
+    ref = rng.standard_normal((m, d)) * rng.uniform(0.5, 2, d)
+    mu_r, sigma_r = ref.mean(0), np.cov(ref, rowvar=False)
+    factor = covariance_factor(sigma_r)
+    assert factor.shape == (d, m - 1)
+    np.testing.assert_allclose(factor.numpy() @ factor.numpy().T, sigma_r, atol=1e-12)
+    assert covariance_factor(sigma_r.copy()) is factor  # the same bytes: not factored again
+    z = ref - mu_r
+    for n in (12, 400):  # a singular and a positive definite sample covariance
+        x = rng.standard_normal((n, d)) + 0.3
+        mu, sigma = x.mean(0), np.cov(x, rowvar=False)
+        eig = np.linalg.eigvalsh(z @ sigma @ z.T / (m - 1))
+        closed = (mu - mu_r) @ (mu - mu_r) + np.trace(sigma) + np.trace(sigma_r) - 2 * np.sqrt(eig.clip(0)).sum()
+        # rel 1e-8: at n = 12 both forms take square roots of rounding-sized eigenvalues (rank 11 of 29)
+        assert frechet_distance(mu, sigma, mu_r, sigma_r) == pytest.approx(closed, rel=1e-8), n
 
 
 def test_frechet_closed_forms():
