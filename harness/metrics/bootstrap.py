@@ -113,8 +113,7 @@ def frechet_replicates(features, mu_ref, sigma_ref, weights: np.ndarray, *,
     device = device or (features.device if isinstance(features, torch.Tensor) else "cpu")
     x = torch.as_tensor(features).to(device, torch.float64)  # (N, D)
     mu_r = torch.as_tensor(np.asarray(mu_ref), dtype=torch.float64, device=device)  # (D,)
-    sigma_r = torch.as_tensor(np.asarray(sigma_ref), dtype=torch.float64, device=device)
-    sigma_r = (sigma_r + sigma_r.T) / 2
+    sigma_r = np.asarray(sigma_ref, dtype=np.float64)  # (D, D); its factor is covariance_factor's
     n = len(x)
     if x.ndim != 2 or x.shape[1] != len(mu_r) or sigma_r.shape != (len(mu_r), len(mu_r)):
         raise InputError(f"features {tuple(x.shape)} and reference statistics of dimension {len(mu_r)} do not fit")
@@ -124,9 +123,9 @@ def frechet_replicates(features, mu_ref, sigma_ref, weights: np.ndarray, *,
                          f"{w_all.shape[0]} samples, the features for {n}")
     mean = x.mean(0)
     z = x - mean  # (N, D)
-    y = z @ covariance_factor(sigma_ref).to(device)  # (N, r), F F^T = sigma_ref
+    y = z @ covariance_factor(sigma_r).to(device)  # (N, r), F F^T = sigma_ref
     sq_norms = (z * z).sum(1)  # (N,)
-    tr_ref = float(torch.trace(sigma_r))
+    tr_ref = float(np.trace(sigma_r))
     out = np.empty(w_all.shape[1])
     for b in range(w_all.shape[1]):
         w = w_all[:, b]
